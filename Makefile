@@ -1,0 +1,43 @@
+# The two front doors: `make run` and `make test`. Each sets up what it needs itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit setup system-packages bench-ingest clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-packages:
+	bash scripts/ensure-system-packages.sh
+
+run: setup
+	@echo "Gateway: DICOM on port 11112 (AE PACSGATEWAY), data in ./data. Try:"
+	@echo "  echoscu -aec PACSGATEWAY 127.0.0.1 11112"
+	@echo "  storescu -aec PACSGATEWAY 127.0.0.1 11112 FILE.dcm"
+	$(BIN)/pacs-gateway run --config deploy/gateway.local.toml
+
+lint: setup
+	$(BIN)/ruff check gateway workers migrations tests bench
+	$(BIN)/ruff format --check gateway workers migrations tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup system-packages lint typecheck
+	PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
+		$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench-ingest: setup system-packages
+	$(BIN)/python bench/ingest/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""PACS-integrated AI gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""Audit events: one row per step, written in the same transaction as the state change.
+
+No patient names or IDs go in here: only UIDs, AE titles, addresses and technical detail.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from gateway.models import AuditEvent
+
+
+class AuditKind(enum.StrEnum):
+    ASSOCIATION_ACCEPTED = "association.accepted"
+    ASSOCIATION_REJECTED = "association.rejected"
+    INSTANCE_STORED = "instance.stored"
+    INSTANCE_DUPLICATE = "instance.duplicate"
+    INSTANCE_REFUSED = "instance.refused"
+    STUDY_COMPLETE = "study.complete"
+    STUDY_UPDATED = "study.updated"
+
+
+class Outcome(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def audit_row(
+    kind: AuditKind,
+    outcome: Outcome = Outcome.SUCCESS,
+    *,
+    actor: str | None = None,
+    source_address: str | None = None,
+    study_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    detail: dict[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "occurred_at": occurred_at or utcnow(),
+        "kind": kind.value,
+        "outcome": outcome.value,
+        "actor": actor,
+        "source_address": source_address,
+        "study_instance_uid": study_instance_uid,
+        "sop_instance_uid": sop_instance_uid,
+        "detail": detail,
+    }
+
+
+def record(connection: Connection, *rows: dict[str, Any]) -> None:
+    """Append audit rows inside the caller's transaction."""
+    if rows:
+        connection.execute(insert(AuditEvent), list(rows))

@@ -1,0 +1,1 @@
+"""DICOM networking: the Storage/Verification SCP and what it writes."""

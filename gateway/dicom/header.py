@@ -1,0 +1,168 @@
+"""Read what routing and indexing need from an encoded dataset, never the pixel data.
+
+Also checks that the body agrees with the negotiated transfer syntax, so a file whose meta
+header says one thing and whose body says another is never stored.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+_UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_PIXEL_DATA_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class UnreadableDataset(Exception):
+    """The dataset cannot be understood; the message says what was expected and found."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    frame_of_reference_uid: str | None
+    modality: str | None
+    body_part_examined: str | None
+    study_description: str | None
+    series_description: str | None
+    series_number: int | None
+    instance_number: int | None
+    slice_thickness: float | None
+    study_date: str | None
+
+
+def check_uid(name: str, value: object) -> str:
+    """A UID that is safe to use as a file name: digits and dots, at most 64 characters."""
+    text = str(value or "").strip().rstrip("\x00")
+    if not text or len(text) > 64 or not _UID_SYNTAX.match(text):
+        found = "none" if not text else f"{len(text)} characters that are not a UID"
+        raise UnreadableDataset(
+            f"{name}: expected a UID of digits and dots, at most 64 characters, found {found}"
+        )
+    return text
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value)[:limit]
+
+
+def _number(ds: Dataset, keyword: str, kind: type[int] | type[float]) -> int | float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None  # tolerate a malformed optional attribute when reading
+
+
+def _check_body_matches_syntax(body: bytes, transfer_syntax: UID) -> None:
+    """The first element's encoding must agree with the negotiated transfer syntax."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        try:
+            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, 64)
+        except zlib.error as exc:
+            raise UnreadableDataset(
+                "expected a deflated body for Deflated Explicit VR Little Endian, found "
+                f"bytes that do not inflate ({exc})"
+            ) from exc
+    if len(body) < 8:
+        raise UnreadableDataset(f"expected a dataset of at least 8 bytes, found {len(body)}")
+    vr = body[4:6]
+    looks_explicit = vr.isalpha() and vr.isupper()
+    if transfer_syntax.is_implicit_VR and looks_explicit:
+        raise UnreadableDataset(
+            f"expected implicit VR encoding for {transfer_syntax.name}, found explicit VR "
+            f"{vr.decode('ascii')!r} in the first element"
+        )
+    if not transfer_syntax.is_implicit_VR and not looks_explicit:
+        raise UnreadableDataset(
+            f"expected explicit VR encoding for {transfer_syntax.name}, found no VR "
+            "in the first element"
+        )
+
+
+def _check_complete(ds: Dataset, size: int) -> None:
+    """Deferred values are skipped, not read: check that each one lies inside the bytes."""
+    for raw in ds._dict.values():
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is None or length is None or length == _UNDEFINED_LENGTH:
+            continue
+        if tell + length > size:
+            raise UnreadableDataset(
+                f"expected {length} value bytes for element {raw.tag}, found "
+                f"{max(size - tell, 0)}: the dataset is truncated"
+            )
+
+
+def _check_pixel_encapsulation(ds: Dataset, transfer_syntax: UID) -> None:
+    for tag in _PIXEL_DATA_TAGS:
+        raw = ds._dict.get(tag)  # raw element: its length, no value decoded
+        if raw is None:
+            continue
+        undefined = getattr(raw, "length", None) == _UNDEFINED_LENGTH
+        if transfer_syntax.is_encapsulated and not undefined:
+            raise UnreadableDataset(
+                f"expected encapsulated pixel data for {transfer_syntax.name}, found native"
+            )
+        if not transfer_syntax.is_encapsulated and undefined:
+            raise UnreadableDataset(
+                f"expected native pixel data for {transfer_syntax.name}, found encapsulated"
+            )
+
+
+def read_header(encoded: bytes, body_offset: int, transfer_syntax_uid: str) -> InstanceHeader:
+    """Parse a DICOM file image (preamble, meta, body) as received, without pixel values.
+
+    `body_offset` is where the dataset starts after the file meta information.
+    """
+    transfer_syntax = UID(transfer_syntax_uid)
+    _check_body_matches_syntax(encoded[body_offset:], transfer_syntax)
+    try:
+        # defer_size keeps large values (pixel data) as raw bytes that are never decoded.
+        ds = dcmread(BytesIO(encoded), defer_size=1024)
+        if "SOPInstanceUID" not in ds:
+            raise UnreadableDataset("expected SOP Instance UID (0008,0018), found none")
+        _check_pixel_encapsulation(ds, transfer_syntax)
+        if transfer_syntax != DeflatedExplicitVRLittleEndian:
+            _check_complete(ds, len(encoded))
+        header = InstanceHeader(
+            sop_class_uid=check_uid("SOP Class UID", ds.get("SOPClassUID")),
+            sop_instance_uid=check_uid("SOP Instance UID", ds.get("SOPInstanceUID")),
+            study_instance_uid=check_uid("Study Instance UID", ds.get("StudyInstanceUID")),
+            series_instance_uid=check_uid("Series Instance UID", ds.get("SeriesInstanceUID")),
+            transfer_syntax_uid=str(transfer_syntax),
+            frame_of_reference_uid=_text(ds, "FrameOfReferenceUID", 64),
+            modality=_text(ds, "Modality", 16),
+            body_part_examined=_text(ds, "BodyPartExamined", 64),
+            study_description=_text(ds, "StudyDescription", 64),
+            series_description=_text(ds, "SeriesDescription", 64),
+            series_number=_number(ds, "SeriesNumber", int),  # type: ignore[arg-type]
+            instance_number=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
+            slice_thickness=_number(ds, "SliceThickness", float),
+            study_date=_text(ds, "StudyDate", 8),
+        )
+    except UnreadableDataset:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise UnreadableDataset(
+            f"expected a DICOM dataset in {transfer_syntax.name}, found bytes that do not "
+            f"parse ({type(exc).__name__})"
+        ) from exc
+    return header

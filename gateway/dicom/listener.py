@@ -1,0 +1,154 @@
+"""The DICOM listener: a pynetdicom AE serving Verification and Storage, plain and TLS."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from dataclasses import dataclass, field
+
+from pydicom import uid
+from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import Engine
+
+from gateway.dicom.peers import PeerPolicy
+from gateway.dicom.spool import Spool
+from gateway.dicom.storage_scp import StorageSCP
+from gateway.dicom.transport import GatewayAssociationServer
+from gateway.settings import DicomSettings, GatewaySettings
+
+LOGGER = logging.getLogger(__name__)
+
+# What we accept, stored as received. The sender's preference order decides per context.
+SUPPORTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,
+    uid.JPEGBaseline8Bit,
+    uid.JPEGExtended12Bit,
+    uid.JPEGLossless,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+    uid.HTJ2KLossless,
+    uid.HTJ2KLosslessRPCL,
+    uid.HTJ2K,
+    uid.RLELossless,
+)
+
+
+def configure_pynetdicom_logging() -> None:
+    """pynetdicom logs query identifiers and every PDU by default: PHI and cost. Turn off."""
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def supported_contexts() -> list[PresentationContext]:
+    contexts = [build_context(Verification, list(SUPPORTED_TRANSFER_SYNTAXES))]
+    contexts.extend(
+        build_context(cx.abstract_syntax, list(SUPPORTED_TRANSFER_SYNTAXES))
+        for cx in AllStoragePresentationContexts
+        if cx.abstract_syntax is not None
+    )
+    return contexts
+
+
+def build_ae(dicom: DicomSettings) -> AE:
+    ae = AE(ae_title=dicom.ae_title)
+    ae.maximum_associations = dicom.max_associations
+    ae.maximum_pdu_size = dicom.max_pdu_size
+    ae.acse_timeout = dicom.acse_timeout_s
+    ae.dimse_timeout = dicom.dimse_timeout_s
+    ae.network_timeout = dicom.network_timeout_s
+    ae.require_called_aet = False  # PeerPolicy checks it, with an audit event
+    ae.require_calling_aet = []
+    return ae
+
+
+def tls_context(dicom: DicomSettings) -> ssl.SSLContext | None:
+    tls = dicom.tls
+    if tls.port is None or tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=tls.cert_file, keyfile=tls.key_file)
+    if tls.ca_file is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=tls.ca_file)
+    return context
+
+
+@dataclass
+class Listener:
+    """Running servers; `stop()` closes them."""
+
+    servers: list[GatewayAssociationServer]
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(server.server_address[1]) for server in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: bool) -> Listener:
+    """Bind the plain (and, if configured, TLS) port and serve in background threads."""
+    configure_pynetdicom_logging()
+    dicom = settings.dicom
+    ae = build_ae(dicom)
+    spool = Spool(
+        settings.spool_dir,
+        min_free_bytes=settings.storage.min_free_mb * 1024 * 1024,
+        fsync=settings.storage.fsync,
+    )
+    peers = PeerPolicy(
+        dicom.ae_title, dicom.allowed_peers, require_called_ae_title=dicom.require_called_ae_title
+    )
+    scp = StorageSCP(engine, spool, peers)
+    contexts = supported_contexts()
+    endpoints: list[tuple[int, ssl.SSLContext | None]] = [(dicom.port, None)]
+    context = tls_context(dicom)
+    if context is not None and dicom.tls.port is not None:
+        endpoints.append((dicom.tls.port, context))
+    listener = Listener(servers=[])
+    try:
+        for port, ssl_context in endpoints:
+            server = GatewayAssociationServer(
+                ae,
+                (dicom.host, port),
+                dicom.ae_title,
+                contexts,
+                evt_handlers=scp.handlers(),
+                reuse_port=reuse_port,
+                tcp_quickack=dicom.tcp_quickack,
+                tls_context=ssl_context,
+                handshake_timeout_s=dicom.acse_timeout_s,
+                network_timeout_s=dicom.network_timeout_s,
+            )
+            listener.servers.append(server)
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name=f"dicom-listener-{port}",
+                daemon=True,
+            )
+            thread.start()
+            listener.threads.append(thread)
+    except Exception:
+        listener.stop()
+        raise
+    LOGGER.info("DICOM listener %s on %s ports %s", dicom.ae_title, dicom.host, listener.ports)
+    return listener

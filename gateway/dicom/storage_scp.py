@@ -1,0 +1,194 @@
+"""Event handlers of the Storage and Verification SCP (pynetdicom's event-handler style).
+
+C-STORE: parse the header (never the pixels), write the bytes as received to the spool
+durably, commit the rows, and only then answer success. Every other path answers a failure
+status and leaves no stored instance behind. The network thread never does anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import Any, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import events as evt
+from pynetdicom.dimse_primitives import C_STORE
+from sqlalchemy import Engine
+
+from gateway.audit import AuditKind, Outcome, audit_row, record
+from gateway.dicom import statuses
+from gateway.dicom.header import InstanceHeader, UnreadableDataset, read_header
+from gateway.dicom.peers import PeerPolicy
+from gateway.dicom.spool import Spool, SpoolFull
+from gateway.ingest import HierarchyConflict, InstanceIndex, Receipt, Sender
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _sender(event: evt.Event) -> Sender:
+    requestor = event.assoc.requestor
+    return Sender(ae_title=str(requestor.ae_title).strip(), address=str(requestor.address))
+
+
+class StorageSCP:
+    """Handlers bound to pynetdicom events; one instance shared by every association."""
+
+    def __init__(self, engine: Engine, spool: Spool, peers: PeerPolicy) -> None:
+        self.engine = engine
+        self.spool = spool
+        self.peers = peers
+        self.index = InstanceIndex(engine)
+
+    def handlers(self) -> list[tuple[evt.EventType, Any]]:
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_C_ECHO, self.on_c_echo),
+            (evt.EVT_C_STORE, self.on_c_store),
+        ]
+
+    def _audit(self, *rows: dict[str, Any]) -> None:
+        try:
+            with self.engine.begin() as connection:
+                record(connection, *rows)
+        except Exception as exc:  # the audit must not take the listener down
+            LOGGER.error("audit write failed: %s", type(exc).__name__)
+
+    # Association control -------------------------------------------------------------
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        if primitive is None:  # pynetdicom sets it before EVT_REQUESTED; be explicit
+            return
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        address = str(assoc.requestor.address)
+        reason = self.peers.check(calling, called, address)
+        if reason is None:
+            return
+        LOGGER.warning(
+            "rejecting association from %s calling %r called %r: %s",
+            address,
+            calling,
+            called,
+            reason.name,
+        )
+        self._audit(
+            audit_row(
+                AuditKind.ASSOCIATION_REJECTED,
+                Outcome.FAILURE,
+                actor=calling,
+                source_address=address,
+                detail={"called_ae": called, "reason": reason.name.lower()},
+            )
+        )
+        assoc.acse.send_reject(*reason.value)
+        assoc.kill()  # as pynetdicom does after its own rejections: waits for the RJ to go
+
+    def on_accepted(self, event: evt.Event) -> None:
+        sender = _sender(event)
+        self._audit(
+            audit_row(
+                AuditKind.ASSOCIATION_ACCEPTED,
+                actor=sender.ae_title,
+                source_address=sender.address,
+                detail={"contexts": len(event.assoc.accepted_contexts)},
+            )
+        )
+
+    # DIMSE services ------------------------------------------------------------------
+    def on_c_echo(self, event: evt.Event) -> int:
+        return statuses.SUCCESS
+
+    def on_c_store(self, event: evt.Event) -> int | Dataset:
+        sender = _sender(event)
+        request = cast(C_STORE, event.request)
+        try:
+            encoded = event.encoded_dataset(include_meta=True)
+            body_length = cast(BytesIO, request.DataSet).getbuffer().nbytes
+            header = read_header(
+                encoded, len(encoded) - body_length, str(event.context.transfer_syntax)
+            )
+            self._check_matches_request(header, request)
+        except UnreadableDataset as exc:
+            return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
+        except _DoesNotMatch as exc:
+            return self._refuse(
+                sender, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), request
+            )
+        return self._store(sender, header, encoded, request)
+
+    def _store(self, sender: Sender, header: InstanceHeader, encoded: bytes, request: Any) -> int:
+        try:
+            if self.index.is_stored(header.sop_instance_uid):
+                self.index.record_duplicate(header, sender)
+                return statuses.SUCCESS
+            spooled = self.spool.write(
+                header.study_instance_uid,
+                header.series_instance_uid,
+                header.sop_instance_uid,
+                encoded,
+            )
+        except SpoolFull as exc:
+            return self._refuse(sender, statuses.OUT_OF_RESOURCES, str(exc), request)
+        except Exception as exc:
+            LOGGER.exception("spool write failed")
+            return self._refuse(
+                sender,
+                statuses.OUT_OF_RESOURCES,
+                f"spool write failed: {type(exc).__name__}",
+                request,
+            )
+        try:
+            receipt = self.index.record_instance(header, spooled, sender)
+        except HierarchyConflict as exc:
+            self.spool.discard(spooled.relative_path)
+            return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
+        except Exception as exc:
+            # Not committed, so not stored: remove the file and let the sender retry.
+            LOGGER.error("index commit failed: %s", type(exc).__name__)
+            self.spool.discard(spooled.relative_path)
+            return self._refuse(
+                sender,
+                statuses.PROCESSING_FAILURE,
+                f"database error: {type(exc).__name__}",
+                request,
+            )
+        if receipt is Receipt.DUPLICATE:
+            self.spool.discard(spooled.relative_path)
+        return statuses.SUCCESS
+
+    @staticmethod
+    def _check_matches_request(header: InstanceHeader, request: Any) -> None:
+        affected_class = str(request.AffectedSOPClassUID or "")
+        affected_instance = str(request.AffectedSOPInstanceUID or "")
+        if affected_class and affected_class != header.sop_class_uid:
+            raise _DoesNotMatch(
+                f"expected SOP Class UID {affected_class} as in the request, "
+                f"found {header.sop_class_uid} in the dataset"
+            )
+        if affected_instance and affected_instance != header.sop_instance_uid:
+            raise UnreadableDataset(
+                f"expected SOP Instance UID {affected_instance} as in the request, "
+                f"found {header.sop_instance_uid} in the dataset"
+            )
+
+    def _refuse(self, sender: Sender, status: int, reason: str, request: Any) -> int:
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "") or None
+        LOGGER.warning("C-STORE from %s refused with 0x%04X: %s", sender.ae_title, status, reason)
+        self._audit(
+            audit_row(
+                AuditKind.INSTANCE_REFUSED,
+                Outcome.FAILURE,
+                actor=sender.ae_title,
+                source_address=sender.address,
+                sop_instance_uid=sop_instance_uid,
+                detail={"status": f"0x{status:04X}", "reason": reason},
+            )
+        )
+        return status
+
+
+class _DoesNotMatch(Exception):
+    """The dataset's SOP class differs from the one the request names."""

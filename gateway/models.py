@@ -1,0 +1,112 @@
+"""Database models: what was received (study, series, instance) and the audit log.
+
+Only UIDs and technical or routing attributes are kept in columns; patient identity stays in
+the DICOM files.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID = String(64)
+AE_TITLE = String(16)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StudyState(enum.StrEnum):
+    RECEIVING = "receiving"  # instances arriving, never completed yet
+    COMPLETE = "complete"  # quiet period passed
+    UPDATED = "updated"  # completed before, then a late instance arrived
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    state: Mapped[StudyState] = mapped_column(
+        Enum(StudyState, name="study_state", values_callable=lambda e: [m.value for m in e]),
+        default=StudyState.RECEIVING,
+    )
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    study_description: Mapped[str | None] = mapped_column(String(64))
+    first_calling_ae: Mapped[str | None] = mapped_column(AE_TITLE)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completion_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+    __table_args__ = (Index("ix_studies_state_last_received", "state", "last_received_at"),)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part_examined: Mapped[str | None] = mapped_column(String(64))
+    series_description: Mapped[str | None] = mapped_column(String(64))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(UID)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    file_path: Mapped[str] = mapped_column(Text, doc="Relative to the spool directory.")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    calling_ae: Mapped[str] = mapped_column(AE_TITLE)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class AuditEvent(Base):
+    """Append-only: the migration installs triggers that refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

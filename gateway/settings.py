@@ -1,0 +1,204 @@
+"""The gateway's one settings object.
+
+Loaded once per entry point (CLI subcommand, worker, test) and passed down; nothing reads
+the environment on its own. Precedence, highest first: explicit overrides (CLI options),
+environment variables (``PACS_GATEWAY_...``, nested with ``__``), the TOML config file,
+defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "PACS_GATEWAY_"
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or not _AE_TITLE.match(value):
+        raise ValueError(
+            f"expected 1-16 printable ASCII characters without backslash, found {value!r}"
+        )
+    return stripped
+
+
+class AllowedPeer(BaseModel):
+    """A calling application entity allowed to associate: AE title plus source network."""
+
+    ae_title: str = Field(description="Calling AE title, or '*' for any title from `host`.")
+    host: str = Field(
+        description="Source IP address or CIDR network, e.g. 10.1.2.3 or 10.1.0.0/16."
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str) -> str:
+        return value if value == "*" else _check_ae_title(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"expected an IP address or CIDR network, found {value!r}") from exc
+        return value
+
+
+class TLSSettings(BaseModel):
+    """Optional DICOM TLS listener on a second port; mutual TLS when `ca_file` is set."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for client certificates; set means mutual TLS."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLSSettings:
+        if self.port is not None:
+            missing = [n for n in ("cert_file", "key_file") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"TLS port set, so expected {', '.join(missing)} too, found none")
+            for name in ("cert_file", "key_file", "ca_file"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).is_file():
+                    raise ValueError(f"{name}: expected an existing file, found {path}")
+        return self
+
+
+class DicomSettings(BaseModel):
+    """The DICOM listener (Storage SCP and Verification SCP)."""
+
+    ae_title: str = "PACSGATEWAY"
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    require_called_ae_title: bool = True
+    allowed_peers: list[AllowedPeer] = Field(
+        default_factory=list,
+        description="Who may associate. Empty means nobody: deny by default.",
+    )
+    max_associations: int = Field(default=16, ge=1, le=1000)
+    max_pdu_size: int = Field(default=262_144, ge=0, description="0 means unlimited")
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    listener_processes: int = Field(
+        default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT)."
+    )
+    tcp_quickack: bool = Field(
+        default=True,
+        description="ACK at once so senders without TCP_NODELAY do not stall on delayed ACKs.",
+    )
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str) -> str:
+        return _check_ae_title(value)
+
+
+class StorageSettings(BaseModel):
+    """Spool and free-space guard."""
+
+    min_free_mb: int = Field(
+        default=1024, ge=0, description="Below this much free space C-STORE answers 0xA700."
+    )
+    fsync: bool = Field(default=True, description="Only turn off for throwaway test data.")
+
+
+class AssemblySettings(BaseModel):
+    """Study completeness by quiet period."""
+
+    quiet_period_s: float = Field(default=30.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway needs to run; validated at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in the data dir."
+    )
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    assembly: AssemblySettings = Field(default_factory=AssemblySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; the message names each bad setting."""
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        found = error.get("input")
+        found_text = "" if isinstance(found, dict) else f" (found {found!r})"
+        lines.append(f"setting {name}: {error['msg']}{found_text}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Build the settings from overrides, environment and an optional TOML file.
+
+    Raises SettingsError naming every bad setting.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"setting config: expected an existing TOML file, found {config_file}")
+    settings_cls: type[GatewaySettings] = GatewaySettings
+    if config_file is not None:
+        # A subclass per call carries the file path without any global state.
+        settings_cls = type(
+            "GatewaySettingsFromFile",
+            (GatewaySettings,),
+            {"model_config": {**GatewaySettings.model_config, "toml_file": config_file}},
+        )
+    try:
+        return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc
