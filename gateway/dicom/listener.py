@@ -98,8 +98,10 @@ class Listener:
 
     def stop(self) -> None:
         for server in self.servers:
-            server.shutdown()
-            server.server_close()
+            try:
+                server.shutdown()
+            finally:
+                server.server_close()
         for thread in self.threads:
             thread.join(timeout=5)
 

@@ -124,6 +124,15 @@ class StorageSCP:
             if self.index.is_stored(header.sop_instance_uid):
                 self.index.record_duplicate(header, sender)
                 return statuses.SUCCESS
+        except Exception as exc:
+            LOGGER.error("index lookup failed: %s", type(exc).__name__)
+            return self._refuse(
+                sender,
+                statuses.PROCESSING_FAILURE,
+                f"database error: {type(exc).__name__}",
+                request,
+            )
+        try:
             spooled = self.spool.write(
                 header.study_instance_uid,
                 header.series_instance_uid,
@@ -161,17 +170,13 @@ class StorageSCP:
 
     @staticmethod
     def _check_matches_request(header: InstanceHeader, request: Any) -> None:
+        # A differing Affected SOP Instance UID is tolerated (some senders take it from a
+        # stale file meta); the dataset's own UID is what we index.
         affected_class = str(request.AffectedSOPClassUID or "")
-        affected_instance = str(request.AffectedSOPInstanceUID or "")
         if affected_class and affected_class != header.sop_class_uid:
             raise _DoesNotMatch(
                 f"expected SOP Class UID {affected_class} as in the request, "
                 f"found {header.sop_class_uid} in the dataset"
-            )
-        if affected_instance and affected_instance != header.sop_instance_uid:
-            raise UnreadableDataset(
-                f"expected SOP Instance UID {affected_instance} as in the request, "
-                f"found {header.sop_instance_uid} in the dataset"
             )
 
     def _refuse(self, sender: Sender, status: int, reason: str, request: Any) -> int:

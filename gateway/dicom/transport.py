@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import ssl
 from typing import Any
 
@@ -90,6 +91,12 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         if self.reuse_port and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown() also removes the server from ae._servers, where only
+        # AE.start_server() registers one; ours are built directly, so that would raise.
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Failed TLS handshakes and dropped connections: one line, no traceback spam.

@@ -1,0 +1,169 @@
+"""A real Orthanc (/usr/sbin/Orthanc) in temporary directories, driven over its REST API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ORTHANC_BINARY = "/usr/sbin/Orthanc"
+ORTHANC_AE = "ORTHANC"
+REST_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RestReply:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Orthanc:
+    """One Orthanc server process; `stop()` ends it."""
+
+    def __init__(self, workdir: Path, http_port: int, modalities: dict[str, list[Any]]) -> None:
+        self.workdir = workdir
+        self.http_port = http_port
+        self.base_url = f"http://127.0.0.1:{http_port}"
+        self.log = workdir / "orthanc.log"
+        self.config = workdir / "orthanc.json"
+        self.config.write_text(
+            json.dumps(
+                {
+                    "Name": "gateway-integration",
+                    "StorageDirectory": str(workdir / "storage"),
+                    "IndexDirectory": str(workdir / "index"),
+                    "HttpPort": http_port,
+                    "RemoteAccessAllowed": False,
+                    "AuthenticationEnabled": False,
+                    "HttpServerEnabled": True,
+                    # Only an SCU here: no DICOM port of its own to collide with others.
+                    "DicomServerEnabled": False,
+                    "DicomAet": ORTHANC_AE,
+                    "DicomModalities": modalities,
+                    "DicomScuTimeout": 10,
+                    # Close each SCU association at once: the gateway changes between tests.
+                    "DicomAssociationCloseDelay": 0,
+                    "SaveJobs": False,
+                    "ConcurrentJobs": 1,
+                    "HttpThreadsCount": 8,
+                    "Plugins": [],
+                    "StorageCompression": False,
+                    "OverwriteInstances": False,
+                },
+                indent=2,
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if shutil.which(ORTHANC_BINARY) is None:
+            raise FileNotFoundError(f"expected the Orthanc binary at {ORTHANC_BINARY}, found none")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [ORTHANC_BINARY, str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"Orthanc exited with {self.process.returncode} at start-up; "
+                    f"log:\n{self.log_text()}"
+                )
+            try:
+                if self.get("/system").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"expected Orthanc on port {self.http_port} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    # REST ------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        timeout_s: float = REST_TIMEOUT_S,
+    ) -> RestReply:
+        request = urllib.request.Request(self.base_url + path, data=body, method=method)
+        if body is not None:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return RestReply(response.status, response.read())
+        except urllib.error.HTTPError as exc:
+            return RestReply(exc.code, exc.read())
+
+    def get(self, path: str) -> RestReply:
+        return self.request("GET", path)
+
+    def get_json(self, path: str) -> Any:
+        reply = self.get(path)
+        assert reply.status == 200, f"GET {path}: HTTP {reply.status} {reply.body[:500]!r}"
+        return reply.json()
+
+    def post_json(self, path: str, payload: Any) -> RestReply:
+        return self.request("POST", path, json.dumps(payload).encode())
+
+    def upload(self, data: bytes) -> dict[str, Any]:
+        """POST /instances; returns Orthanc's answer (ID, ParentStudy, Status...)."""
+        reply = self.request("POST", "/instances", data, "application/dicom")
+        assert reply.status == 200, f"upload: HTTP {reply.status} {reply.body[:500]!r}"
+        answer: dict[str, Any] = reply.json()
+        assert answer.get("Status") in ("Success", "AlreadyStored"), answer
+        return answer
+
+    def set_modality(self, name: str, ae_title: str, host: str, port: int) -> None:
+        reply = self.request(
+            "PUT",
+            f"/modalities/{name}",
+            json.dumps({"AET": ae_title, "Host": host, "Port": port}).encode(),
+        )
+        assert reply.status == 200, f"PUT modality: HTTP {reply.status} {reply.body[:500]!r}"
+
+    def store(self, modality: str, resources: list[str], timeout_s: int = 60) -> RestReply:
+        """Synchronous C-STORE SCU of `resources` to `modality` (POST /modalities/../store)."""
+        return self.request(
+            "POST",
+            f"/modalities/{modality}/store",
+            json.dumps(
+                {"Resources": resources, "Synchronous": True, "Timeout": timeout_s}
+            ).encode(),
+            timeout_s=timeout_s + 30,
+        )
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        reply = self.get(f"/instances/{orthanc_id}/file")
+        assert reply.status == 200, f"instance file: HTTP {reply.status}"
+        return reply.body
+
+    def study_instances(self, study_id: str) -> list[dict[str, Any]]:
+        instances: list[dict[str, Any]] = self.get_json(f"/studies/{study_id}/instances")
+        return instances
