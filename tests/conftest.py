@@ -178,10 +178,11 @@ class GatewayProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "gateway.cli", "serve"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                env=settings_environment(self.settings),
             )
         wait_for_port(self.settings.dicom.port)
 
