@@ -1,23 +1,18 @@
 """Index received instances: study, series and instance rows plus audit, in one transaction.
 
-The commit of this transaction is the point at which an instance counts as stored.
-"""
+The commit of this transaction is the point at which an instance counts as stored."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Engine, case, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import DateTime, Engine, Integer, bindparam, text
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.dicom.header import InstanceHeader
 from gateway.dicom.spool import SpooledFile
-from gateway.models import Instance, Series, Study, StudyState
 
 
 class HierarchyConflict(Exception):
@@ -37,51 +32,126 @@ class Sender:
     address: str
 
 
-def _insert_for(connection: Connection) -> Any:
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"expected a postgresql or sqlite database, found {dialect}")
+class _AlreadyStored(Exception):
+    """Rolls back the transaction of an instance whose SOP Instance UID is already stored."""
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes, PostgreSQL aware ones; all of ours are UTC.
+    return None if value is None else value.replace(tzinfo=None)
+
+
+_TIMESTAMP = DateTime(timezone=True)
+
+# One text for both databases: SQLite (>= 3.35) and PostgreSQL share ON CONFLICT and
+# RETURNING. Text, not SQLAlchemy's dialect inserts: those are never cached
+# (inherit_cache = False), and compiling them cost more than the commit itself.
+_UPSERT_STUDY = (
+    text(
+        """
+    INSERT INTO studies (study_instance_uid, state, study_date, study_description,
+                         first_calling_ae, instance_count, first_received_at,
+                         last_received_at, completion_count)
+    VALUES (:study_uid, 'receiving', :study_date, :study_description, :calling_ae, 1,
+            :now, :now, 0)
+    ON CONFLICT (study_instance_uid) DO UPDATE SET
+        instance_count = studies.instance_count + 1,
+        last_received_at = excluded.last_received_at,
+        -- a late instance reopens a complete study; reopened_at = now tells this
+        -- transaction that it was the one that reopened it
+        reopened_at = CASE WHEN studies.state = 'complete'
+                           THEN excluded.last_received_at ELSE studies.reopened_at END,
+        state = CASE WHEN studies.state = 'complete' THEN 'updated' ELSE studies.state END
+    RETURNING id, reopened_at
+    """
+    )
+    .bindparams(bindparam("now", type_=_TIMESTAMP))
+    .columns(id=Integer, reopened_at=_TIMESTAMP)
+)
+
+_UPSERT_SERIES = text(
+    """
+    INSERT INTO series (study_id, series_instance_uid, modality, body_part_examined,
+                        series_description, series_number, slice_thickness,
+                        frame_of_reference_uid, instance_count)
+    VALUES (:study_id, :series_uid, :modality, :body_part_examined, :series_description,
+            :series_number, :slice_thickness, :frame_of_reference_uid, 1)
+    ON CONFLICT (series_instance_uid) DO UPDATE SET
+        instance_count = series.instance_count + 1
+    RETURNING id, study_id
+    """
+)
+
+_INSERT_INSTANCE = text(
+    """
+    INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+                           instance_number, file_path, size_bytes, calling_ae, received_at)
+    VALUES (:series_id, :sop_instance_uid, :sop_class_uid, :transfer_syntax_uid,
+            :instance_number, :file_path, :size_bytes, :calling_ae, :now)
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING id
+    """
+).bindparams(bindparam("now", type_=_TIMESTAMP))
 
 
 class InstanceIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def is_stored(self, sop_instance_uid: str) -> bool:
-        with self.engine.connect() as connection:
-            found = connection.execute(
-                select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)
-            ).first()
-            connection.rollback()
-        return found is not None
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise RuntimeError(
+                f"expected a postgresql or sqlite database, found {engine.dialect.name}"
+            )
 
     def record_duplicate(self, header: InstanceHeader, sender: Sender) -> None:
         with self.engine.begin() as connection:
-            record(connection, self._duplicate_audit(header, sender))
-
-    def _duplicate_audit(self, header: InstanceHeader, sender: Sender) -> dict[str, Any]:
-        return audit_row(
-            AuditKind.INSTANCE_DUPLICATE,
-            actor=sender.ae_title,
-            source_address=sender.address,
-            study_instance_uid=header.study_instance_uid,
-            sop_instance_uid=header.sop_instance_uid,
-        )
+            record(
+                connection,
+                audit_row(
+                    AuditKind.INSTANCE_DUPLICATE,
+                    actor=sender.ae_title,
+                    source_address=sender.address,
+                    study_instance_uid=header.study_instance_uid,
+                    sop_instance_uid=header.sop_instance_uid,
+                ),
+            )
 
     def record_instance(
         self, header: InstanceHeader, spooled: SpooledFile, sender: Sender
     ) -> Receipt:
-        """Commit the instance's rows; DUPLICATE if the SOP Instance UID is already stored."""
+        """Commit the instance's rows; DUPLICATE (nothing changed) if already stored."""
         now = utcnow()
         try:
             with self.engine.begin() as connection:
-                study_id, reopened = self._upsert_study(connection, header, sender, now)
-                series_id = self._upsert_series(connection, header, study_id)
-                connection.execute(
-                    insert(Instance),
+                study_id, reopened_at = connection.execute(
+                    _UPSERT_STUDY,
+                    {
+                        "study_uid": header.study_instance_uid,
+                        "study_date": header.study_date,
+                        "study_description": header.study_description,
+                        "calling_ae": sender.ae_title,
+                        "now": now,
+                    },
+                ).one()
+                series_id, owner = connection.execute(
+                    _UPSERT_SERIES,
+                    {
+                        "study_id": study_id,
+                        "series_uid": header.series_instance_uid,
+                        "modality": header.modality,
+                        "body_part_examined": header.body_part_examined,
+                        "series_description": header.series_description,
+                        "series_number": header.series_number,
+                        "slice_thickness": header.slice_thickness,
+                        "frame_of_reference_uid": header.frame_of_reference_uid,
+                    },
+                ).one()
+                if owner != study_id:
+                    raise HierarchyConflict(
+                        f"expected series {header.series_instance_uid} in study "
+                        f"{header.study_instance_uid}, found it stored under another study"
+                    )
+                inserted = connection.execute(
+                    _INSERT_INSTANCE,
                     {
                         "series_id": series_id,
                         "sop_instance_uid": header.sop_instance_uid,
@@ -91,9 +161,11 @@ class InstanceIndex:
                         "file_path": spooled.relative_path,
                         "size_bytes": spooled.size_bytes,
                         "calling_ae": sender.ae_title,
-                        "received_at": now,
+                        "now": now,
                     },
-                )
+                ).scalar()
+                if inserted is None:
+                    raise _AlreadyStored  # undo the study and series counts
                 rows = [
                     audit_row(
                         AuditKind.INSTANCE_STORED,
@@ -105,7 +177,7 @@ class InstanceIndex:
                         occurred_at=now,
                     )
                 ]
-                if reopened:
+                if _naive(reopened_at) == _naive(now):
                     rows.append(
                         audit_row(
                             AuditKind.STUDY_UPDATED,
@@ -116,88 +188,7 @@ class InstanceIndex:
                         )
                     )
                 record(connection, *rows)
-        except IntegrityError:
-            # Same SOP Instance UID committed concurrently by another association.
-            if not self.is_stored(header.sop_instance_uid):
-                raise
+        except _AlreadyStored:
             self.record_duplicate(header, sender)
             return Receipt.DUPLICATE
         return Receipt.STORED
-
-    def _upsert_study(
-        self, connection: Connection, header: InstanceHeader, sender: Sender, now: datetime
-    ) -> tuple[int, bool]:
-        upsert = _insert_for(connection)
-        previous = connection.execute(
-            select(Study.id, Study.state).where(
-                Study.study_instance_uid == header.study_instance_uid
-            )
-        ).first()
-        if previous is None:
-            statement = (
-                upsert(Study)
-                .values(
-                    study_instance_uid=header.study_instance_uid,
-                    state=StudyState.RECEIVING,
-                    study_date=header.study_date,
-                    study_description=header.study_description,
-                    first_calling_ae=sender.ae_title,
-                    instance_count=1,
-                    first_received_at=now,
-                    last_received_at=now,
-                    completion_count=0,
-                )
-                .on_conflict_do_nothing(index_elements=["study_instance_uid"])
-                .returning(Study.id)
-            )
-            inserted = connection.execute(statement).scalar()
-            if inserted is not None:
-                return int(inserted), False
-            previous = connection.execute(
-                select(Study.id, Study.state).where(
-                    Study.study_instance_uid == header.study_instance_uid
-                )
-            ).one()
-        study_id, state = previous
-        connection.execute(
-            update(Study)
-            .where(Study.id == study_id)
-            .values(
-                instance_count=Study.instance_count + 1,
-                last_received_at=now,
-                state=case(
-                    (Study.state == StudyState.COMPLETE, StudyState.UPDATED),
-                    else_=Study.state,
-                ),
-            )
-        )
-        return int(study_id), state == StudyState.COMPLETE
-
-    def _upsert_series(self, connection: Connection, header: InstanceHeader, study_id: int) -> int:
-        upsert = _insert_for(connection)
-        statement = (
-            upsert(Series)
-            .values(
-                study_id=study_id,
-                series_instance_uid=header.series_instance_uid,
-                modality=header.modality,
-                body_part_examined=header.body_part_examined,
-                series_description=header.series_description,
-                series_number=header.series_number,
-                slice_thickness=header.slice_thickness,
-                frame_of_reference_uid=header.frame_of_reference_uid,
-                instance_count=1,
-            )
-            .on_conflict_do_update(
-                index_elements=["series_instance_uid"],
-                set_={"instance_count": Series.instance_count + 1},
-            )
-            .returning(Series.id, Series.study_id)
-        )
-        series_id, owner = connection.execute(statement).one()
-        if owner != study_id:
-            raise HierarchyConflict(
-                f"expected series {header.series_instance_uid} in study "
-                f"{header.study_instance_uid}, found it already stored under another study"
-            )
-        return int(series_id)

@@ -55,6 +55,9 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completion_count: Mapped[int] = mapped_column(Integer, default=0)
+    reopened_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When a late instance last reopened the complete study."
+    )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 

@@ -11,9 +11,9 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
@@ -72,19 +72,21 @@ def _number(ds: Dataset, keyword: str, kind: type[int] | type[float]) -> int | f
         return None  # tolerate a malformed optional attribute when reading
 
 
-def _check_body_matches_syntax(body: bytes, transfer_syntax: UID) -> None:
+def _inflate(body: bytes | memoryview) -> bytes:
+    try:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
+    except zlib.error as exc:
+        raise UnreadableDataset(
+            "expected a deflated body for Deflated Explicit VR Little Endian, found "
+            f"bytes that do not inflate ({exc})"
+        ) from exc
+
+
+def _check_body_matches_syntax(body: bytes | memoryview, transfer_syntax: UID) -> None:
     """The first element's encoding must agree with the negotiated transfer syntax."""
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        try:
-            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, 64)
-        except zlib.error as exc:
-            raise UnreadableDataset(
-                "expected a deflated body for Deflated Explicit VR Little Endian, found "
-                f"bytes that do not inflate ({exc})"
-            ) from exc
     if len(body) < 8:
         raise UnreadableDataset(f"expected a dataset of at least 8 bytes, found {len(body)}")
-    vr = body[4:6]
+    vr = bytes(body[4:6])
     looks_explicit = vr.isalpha() and vr.isupper()
     if transfer_syntax.is_implicit_VR and looks_explicit:
         raise UnreadableDataset(
@@ -127,21 +129,24 @@ def _check_pixel_encapsulation(ds: Dataset, transfer_syntax: UID) -> None:
             )
 
 
-def read_header(encoded: bytes, body_offset: int, transfer_syntax_uid: str) -> InstanceHeader:
-    """Parse a DICOM file image (preamble, meta, body) as received, without pixel values.
-
-    `body_offset` is where the dataset starts after the file meta information.
-    """
+def read_header(body: bytes | memoryview, transfer_syntax_uid: str) -> InstanceHeader:
+    """Parse a dataset (no file meta) as received, without decoding pixel values."""
     transfer_syntax = UID(transfer_syntax_uid)
-    _check_body_matches_syntax(encoded[body_offset:], transfer_syntax)
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        body = _inflate(body)
+    _check_body_matches_syntax(body, transfer_syntax)
     try:
-        # defer_size keeps large values (pixel data) as raw bytes that are never decoded.
-        ds = dcmread(BytesIO(encoded), defer_size=1024)
+        # defer_size: large values (pixel data) are skipped, never read or decoded.
+        ds = read_dataset(
+            BytesIO(body),
+            transfer_syntax.is_implicit_VR,
+            transfer_syntax.is_little_endian,
+            defer_size=1024,
+        )
         if "SOPInstanceUID" not in ds:
             raise UnreadableDataset("expected SOP Instance UID (0008,0018), found none")
         _check_pixel_encapsulation(ds, transfer_syntax)
-        if transfer_syntax != DeflatedExplicitVRLittleEndian:
-            _check_complete(ds, len(encoded))
+        _check_complete(ds, len(body))
         header = InstanceHeader(
             sop_class_uid=check_uid("SOP Class UID", ds.get("SOPClassUID")),
             sop_instance_uid=check_uid("SOP Instance UID", ds.get("SOPInstanceUID")),

@@ -65,23 +65,28 @@ class Spool:
             self._sync_dir(created.parent)
 
     def write(
-        self, study_uid: str, series_uid: str, sop_instance_uid: str, data: bytes
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_instance_uid: str,
+        parts: tuple[bytes | memoryview, ...],
     ) -> SpooledFile:
-        """Write `data` durably; return where it lies relative to the spool root."""
-        self.check_free_space(len(data))
+        """Write the concatenated `parts` durably; return where they lie in the spool."""
+        size = sum(len(part) for part in parts)
         directory = self.root / study_uid / series_uid
         self._make_dirs(directory)
+        self.check_free_space(size)
         tmp = directory / f".{sop_instance_uid}.{os.getpid()}.{threading.get_ident()}.tmp"
         final = directory / f"{sop_instance_uid}.dcm"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 if self.fsync:
-                    os.fsync(fd)
+                    os.fdatasync(fd)  # data and size; the name is made durable below
             finally:
                 os.close(fd)
             try:
@@ -96,11 +101,9 @@ class Spool:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno == 28:  # ENOSPC
-                raise SpoolFull(
-                    f"expected room for {len(data)} bytes, found the disk full"
-                ) from exc
+                raise SpoolFull(f"expected room for {size} bytes, found the disk full") from exc
             raise
-        return SpooledFile(str(final.relative_to(self.root)), len(data))
+        return SpooledFile(str(final.relative_to(self.root)), size)
 
     def discard(self, relative_path: str) -> None:
         """Remove a file that lost the race to be the instance (a concurrent duplicate)."""

@@ -11,9 +11,10 @@ import logging
 from io import BytesIO
 from typing import Any, cast
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import events as evt
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy import Engine
 
 from gateway.audit import AuditKind, Outcome, audit_row, record
@@ -24,6 +25,11 @@ from gateway.dicom.spool import Spool, SpoolFull
 from gateway.ingest import HierarchyConflict, InstanceIndex, Receipt, Sender
 
 LOGGER = logging.getLogger(__name__)
+
+
+def file_meta_bytes(file_meta: FileMetaDataset) -> bytes:
+    """Preamble, DICM prefix and file meta group: the file header written before the body."""
+    return b"\x00" * 128 + b"DICM" + encode_file_meta(file_meta)
 
 
 def _sender(event: evt.Event) -> Sender:
@@ -105,11 +111,8 @@ class StorageSCP:
         sender = _sender(event)
         request = cast(C_STORE, event.request)
         try:
-            encoded = event.encoded_dataset(include_meta=True)
-            body_length = cast(BytesIO, request.DataSet).getbuffer().nbytes
-            header = read_header(
-                encoded, len(encoded) - body_length, str(event.context.transfer_syntax)
-            )
+            body = cast(BytesIO, request.DataSet).getbuffer()
+            header = read_header(body, str(event.context.transfer_syntax))
             self._check_matches_request(header, request)
         except UnreadableDataset as exc:
             return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
@@ -117,27 +120,24 @@ class StorageSCP:
             return self._refuse(
                 sender, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), request
             )
-        return self._store(sender, header, encoded, request)
+        return self._store(sender, header, file_meta_bytes(event.file_meta), body, request)
 
-    def _store(self, sender: Sender, header: InstanceHeader, encoded: bytes, request: Any) -> int:
-        try:
-            if self.index.is_stored(header.sop_instance_uid):
-                self.index.record_duplicate(header, sender)
-                return statuses.SUCCESS
-        except Exception as exc:
-            LOGGER.error("index lookup failed: %s", type(exc).__name__)
-            return self._refuse(
-                sender,
-                statuses.PROCESSING_FAILURE,
-                f"database error: {type(exc).__name__}",
-                request,
-            )
+    def _store(
+        self,
+        sender: Sender,
+        header: InstanceHeader,
+        meta: bytes,
+        body: memoryview,
+        request: Any,
+    ) -> int:
+        # No look-up first: the rare duplicate costs a discarded file, every other instance
+        # saves a database round trip. The unique SOP Instance UID decides in the commit.
         try:
             spooled = self.spool.write(
                 header.study_instance_uid,
                 header.series_instance_uid,
                 header.sop_instance_uid,
-                encoded,
+                (meta, body),
             )
         except SpoolFull as exc:
             return self._refuse(sender, statuses.OUT_OF_RESOURCES, str(exc), request)

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("last_received_at", TZ, nullable=False),
         sa.Column("completed_at", TZ),
         sa.Column("completion_count", sa.Integer, nullable=False),
+        sa.Column("reopened_at", TZ),
     )
     op.create_index("ix_studies_state_last_received", "studies", ["state", "last_received_at"])
     op.create_table(
