@@ -139,6 +139,7 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: boo
                 tls_context=ssl_context,
                 handshake_timeout_s=dicom.acse_timeout_s,
                 network_timeout_s=dicom.network_timeout_s,
+                on_tls_failure=scp.on_tls_failure,
             )
             listener.servers.append(server)
             thread = threading.Thread(

@@ -92,6 +92,18 @@ class StorageSCP:
         assoc.acse.send_reject(*reason.value)
         assoc.kill()  # as pynetdicom does after its own rejections: waits for the RJ to go
 
+    def on_tls_failure(self, address: str, reason: str) -> None:
+        """A TLS handshake failed (no or untrusted client certificate, plain DICOM, ...)."""
+        LOGGER.warning("TLS handshake from %s failed: %s", address, reason)
+        self._audit(
+            audit_row(
+                AuditKind.ASSOCIATION_REJECTED,
+                Outcome.FAILURE,
+                source_address=address,
+                detail={"reason": "tls_handshake_failed", "tls_error": reason[:200]},
+            )
+        )
+
     def on_accepted(self, event: evt.Event) -> None:
         sender = _sender(event)
         self._audit(

@@ -15,6 +15,7 @@ import logging
 import socket
 import socketserver
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
@@ -55,7 +56,12 @@ class GatewayRequestHandler(RequestHandler):
                 self.request = QuickAckSocket.adopt(raw)
             return
         raw.settimeout(self.server.handshake_timeout_s)
-        self.request = context.wrap_socket(raw, server_side=True)
+        try:
+            self.request = context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            self.server.on_tls_failure(str(self.client_address[0]), str(reason))
+            raise
         self.request.settimeout(self.server.network_timeout_s)
 
     def _create_association(self) -> Any:
@@ -75,6 +81,7 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         tls_context: ssl.SSLContext | None,
         handshake_timeout_s: float,
         network_timeout_s: float,
+        on_tls_failure: Callable[[str, str], None] = lambda address, reason: None,
         **kwargs: Any,
     ) -> None:
         self.reuse_port = reuse_port
@@ -82,6 +89,7 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         self.tls_context = tls_context
         self.handshake_timeout_s = handshake_timeout_s
         self.network_timeout_s = network_timeout_s
+        self.on_tls_failure = on_tls_failure
         self.daemon_threads = True
         # ssl_context stays None in pynetdicom: we wrap in the handler thread instead.
         kwargs.update(ssl_context=None, request_handler=GatewayRequestHandler)

@@ -102,6 +102,9 @@ def test_untrusted_clients_fail_and_the_listener_keeps_serving(
         assert "Association Accepted" not in result.output, case
     assert count_rows(engine, Instance) == 0
     assert audit_events(engine, "association.accepted") == []
+    rejected = audit_events(engine, "association.rejected")
+    assert len(rejected) == len(refused_options)
+    assert {event.detail["reason"] for event in rejected} == {"tls_handshake_failed"}
 
     # Both listeners still serve: a trusted TLS client, then a plain client.
     good = storescu(
