@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 
 from pydicom import uid
@@ -96,12 +97,26 @@ class Listener:
     def ports(self) -> list[int]:
         return [int(server.server_address[1]) for server in self.servers]
 
-    def stop(self) -> None:
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for a while, then abort them."""
+        # Only established associations can be mid-transfer; a connection that never sent
+        # an A-ASSOCIATE-RQ (a port probe) would otherwise hold us until the ACSE timeout.
+        running = [
+            assoc
+            for server in self.servers
+            for assoc in server.active_associations
+            if assoc.is_established
+        ]
         for server in self.servers:
             try:
                 server.shutdown()
             finally:
                 server.server_close()
+        deadline = time.monotonic() + drain_timeout_s
+        for assoc in running:
+            assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if assoc.is_alive():
+                assoc.abort()  # unacknowledged instances are resent by the sender
         for thread in self.threads:
             thread.join(timeout=5)
 
