@@ -1,15 +1,15 @@
 """Long-running parts of `pacs-gateway serve`: listener processes and study assembly.
 
 One process is CPU-bound at a few hundred instances per second, so `listener_processes`
-> 1 starts more processes on the same port (SO_REUSEPORT); the kernel spreads associations
-over them. Study assembly runs once, in the main process.
+> 1 starts that many listener processes; the main process accepts and hands connections to
+them in turn (gateway/dicom/dispatch.py). Study assembly runs once, in the main process.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 
 from gateway.assembly import StudyAssembler
 from gateway.database import make_engine
-from gateway.dicom.listener import start_listener
+from gateway.dicom.dispatch import Acceptor, WorkerPool, receive_connections
+from gateway.dicom.listener import Listener, listener_endpoints, start_listener
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
 from gateway.settings import GatewaySettings
@@ -52,14 +53,22 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
-def _listener_process(settings_data: dict[str, Any]) -> None:
+def _listener_worker(settings_data: dict[str, Any], channel: socket.socket) -> None:
+    """A listener process: serves the connections the main process hands over."""
     settings = GatewaySettings(**settings_data)
     configure_logging(settings.log_level)
     stop = threading.Event()
     _install_stop_signals(stop)
-    listener = start_listener(settings, make_engine(settings), reuse_port=True)
-    stop.wait()
+    engine = make_engine(settings)
+    listener = start_listener(settings, engine, bind=False)
+    receiver = threading.Thread(
+        target=receive_connections, args=(channel, listener.deliver), daemon=True
+    )
+    receiver.start()
+    while not stop.is_set() and receiver.is_alive():
+        stop.wait(0.5)
     listener.stop()
+    engine.dispose()
 
 
 def serve(
@@ -74,36 +83,51 @@ def serve(
         stop = threading.Event()
         _install_stop_signals(stop)
     processes = settings.dicom.listener_processes
-    children: list[Any] = []
-    spawn = multiprocessing.get_context("spawn")
-    # Spawned, not forked: this process already runs threads.
-    for number in range(processes - 1):
-        child = spawn.Process(
-            target=_listener_process,
-            args=(settings.model_dump(),),
-            name=f"listener-{number + 1}",
-            daemon=True,
+    listener: Listener | None = None
+    pool: WorkerPool | None = None
+    acceptor: Acceptor | None = None
+    threads: list[threading.Thread] = []
+    if processes == 1:
+        listener = start_listener(settings, engine)
+        ports = listener.ports
+    else:
+        pool = WorkerPool(_listener_worker, (settings.model_dump(),), processes)
+        endpoints = {
+            name: (settings.dicom.host, port)
+            for name, port in listener_endpoints(settings.dicom).items()
+        }
+        acceptor = Acceptor(endpoints, pool)
+        ports = acceptor.ports
+        threads.append(threading.Thread(target=acceptor.run, args=(stop,), name="acceptor"))
+        LOGGER.info(
+            "DICOM listener %s on %s ports %s, %d processes",
+            settings.dicom.ae_title,
+            settings.dicom.host,
+            ports,
+            processes,
         )
-        child.start()
-        children.append(child)
-    listener = start_listener(settings, engine, reuse_port=processes > 1)
     assembler = StudyAssembler(engine, settings.assembly.quiet_period_s)
-    assembly = threading.Thread(
-        target=assembler.run,
-        args=(stop, settings.assembly.poll_interval_s),
-        name="study-assembly",
-        daemon=True,
+    threads.append(
+        threading.Thread(
+            target=assembler.run,
+            args=(stop, settings.assembly.poll_interval_s),
+            name="study-assembly",
+        )
     )
-    assembly.start()
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
     if on_ready is not None:
-        on_ready(listener.ports)
+        on_ready(ports)
     try:
         stop.wait()
     finally:
-        listener.stop()
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.join(timeout=10)
-        assembly.join(timeout=10)
+        if listener is not None:
+            listener.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        if acceptor is not None:
+            acceptor.close()
+        if pool is not None:
+            pool.stop()
         engine.dispose()

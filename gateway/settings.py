@@ -97,7 +97,7 @@ class DicomSettings(BaseModel):
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
     listener_processes: int = Field(
-        default=1, ge=1, le=64, description="Processes sharing the port (SO_REUSEPORT)."
+        default=1, ge=1, le=64, description="Listener processes; associations spread over them."
     )
     tcp_quickack: bool = Field(
         default=True,

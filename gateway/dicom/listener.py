@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -92,6 +93,16 @@ class Listener:
 
     servers: list[GatewayAssociationServer]
     threads: list[threading.Thread] = field(default_factory=list)
+    by_endpoint: dict[str, GatewayAssociationServer] = field(default_factory=dict)
+
+    def deliver(self, endpoint: str, connection: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve a connection that another process accepted."""
+        server = self.by_endpoint.get(endpoint)
+        if server is None:
+            LOGGER.error("connection for unknown endpoint %r dropped", endpoint)
+            connection.close()
+            return
+        server.process_request(connection, peer)
 
     @property
     def ports(self) -> list[int]:
@@ -121,8 +132,28 @@ class Listener:
             thread.join(timeout=5)
 
 
-def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: bool) -> Listener:
-    """Bind the plain (and, if configured, TLS) port and serve in background threads."""
+PLAIN_ENDPOINT = "plain"
+TLS_ENDPOINT = "tls"
+
+
+def listener_endpoints(dicom: DicomSettings) -> dict[str, int]:
+    """The ports we listen on, by name: plain DICOM, and DICOM over TLS if configured."""
+    endpoints = {PLAIN_ENDPOINT: dicom.port}
+    if dicom.tls.port is not None and tls_context_configured(dicom):
+        endpoints[TLS_ENDPOINT] = dicom.tls.port
+    return endpoints
+
+
+def tls_context_configured(dicom: DicomSettings) -> bool:
+    return dicom.tls.cert_file is not None and dicom.tls.key_file is not None
+
+
+def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = True) -> Listener:
+    """Serve the plain (and, if configured, TLS) endpoint in background threads.
+
+    With `bind` false nothing listens: connections accepted by another process arrive
+    through `Listener.deliver` (gateway/dicom/dispatch.py).
+    """
     configure_pynetdicom_logging()
     dicom = settings.dicom
     ae = build_ae(dicom)
@@ -136,20 +167,18 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: boo
     )
     scp = StorageSCP(engine, spool, peers)
     contexts = supported_contexts()
-    endpoints: list[tuple[int, ssl.SSLContext | None]] = [(dicom.port, None)]
     context = tls_context(dicom)
-    if context is not None and dicom.tls.port is not None:
-        endpoints.append((dicom.tls.port, context))
     listener = Listener(servers=[])
     try:
-        for port, ssl_context in endpoints:
+        for name, port in listener_endpoints(dicom).items():
+            ssl_context = context if name == TLS_ENDPOINT else None
             server = GatewayAssociationServer(
                 ae,
                 (dicom.host, port),
                 dicom.ae_title,
                 contexts,
                 evt_handlers=scp.handlers(),
-                reuse_port=reuse_port,
+                bind=bind,
                 tcp_quickack=dicom.tcp_quickack,
                 tls_context=ssl_context,
                 handshake_timeout_s=dicom.acse_timeout_s,
@@ -157,6 +186,9 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: boo
                 on_tls_failure=scp.on_tls_failure,
             )
             listener.servers.append(server)
+            listener.by_endpoint[name] = server
+            if not bind:
+                continue  # connections arrive through deliver()
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.2},
@@ -168,5 +200,6 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, reuse_port: boo
     except Exception:
         listener.stop()
         raise
-    LOGGER.info("DICOM listener %s on %s ports %s", dicom.ae_title, dicom.host, listener.ports)
+    if bind:
+        LOGGER.info("DICOM listener %s on %s ports %s", dicom.ae_title, dicom.host, listener.ports)
     return listener

@@ -4,7 +4,8 @@
 - TCP_QUICKACK before each read: senders that leave Nagle's algorithm on (DCMTK's and
   Orthanc's default, many modalities) would otherwise wait for our delayed ACK (~40 ms) on
   every instance. Linux clears the flag by itself, hence "before each read".
-- SO_REUSEPORT: several listener processes share one port; the kernel spreads associations.
+- Unbound servers: with several listener processes, one acceptor hands each connection to
+  a worker process (gateway/dicom/dispatch.py), whose server never listens itself.
 - The TLS handshake runs in the connection's own thread, with a deadline, not in the accept
   loop where one stalled client would block every other.
 """
@@ -76,7 +77,7 @@ class GatewayAssociationServer(ThreadedAssociationServer):
     def __init__(
         self,
         *args: Any,
-        reuse_port: bool,
+        bind: bool,
         tcp_quickack: bool,
         tls_context: ssl.SSLContext | None,
         handshake_timeout_s: float,
@@ -84,7 +85,8 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         on_tls_failure: Callable[[str, str], None] = lambda address, reason: None,
         **kwargs: Any,
     ) -> None:
-        self.reuse_port = reuse_port
+        self.bind_socket = bind
+        self._serving = False
         self.tcp_quickack = tcp_quickack
         self.tls_context = tls_context
         self.handshake_timeout_s = handshake_timeout_s
@@ -96,14 +98,22 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.bind_socket:
+            super().server_bind()
+
+    def server_activate(self) -> None:
+        if self.bind_socket:
+            super().server_activate()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving = True
+        super().serve_forever(poll_interval)
 
     def shutdown(self) -> None:
         # pynetdicom's shutdown() also removes the server from ae._servers, where only
         # AE.start_server() registers one; ours are built directly, so that would raise.
-        socketserver.BaseServer.shutdown(self)
+        if self._serving:
+            socketserver.BaseServer.shutdown(self)
         self.server_close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

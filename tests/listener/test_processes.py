@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
@@ -17,7 +17,7 @@ from gateway.settings import GatewaySettings
 from tests.conftest import REPO, GatewayProcess, free_port, wait_for_port
 from tests.db_queries import instance_rows
 from tests.dicom_samples import write_series
-from tests.scu import association, send_files
+from tests.scu import association, raw_file_sending, send_files
 
 
 def test_run_migrates_a_fresh_data_dir_and_serves(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_run_migrates_a_fresh_data_dir_and_serves(tmp_path: Path) -> None:
     assert process.returncode == 0, output  # SIGTERM is a clean stop
 
 
-def test_listener_processes_share_the_port(
+def test_listener_processes_share_associations_evenly(
     settings: GatewaySettings, engine: Engine, tmp_path: Path
 ) -> None:
     several = settings.model_copy(
@@ -63,47 +63,49 @@ def test_listener_processes_share_the_port(
     )
     gateway = GatewayProcess(several, tmp_path)
     gateway.start()
+    port = several.dicom.port
     try:
         assert gateway.process is not None
-        wait_until_children(gateway.process.pid, 1)
-        senders: list[threading.Thread] = []
-        results: list[list[int]] = []
-        folders = [tmp_path / f"s{n}" for n in range(6)]
-        for folder in folders:
-            write_series(folder, 10)
-        # Associations held open at once land on both processes (SO_REUSEPORT hashes by
-        # source port); each still stores durably into the one database.
-        for folder in folders:
-            paths = sorted(folder.iterdir())
-            thread = threading.Thread(
-                target=lambda p=paths: results.append(send_files(several.dicom.port, p))
-            )
-            senders.append(thread)
-            thread.start()
-        for thread in senders:
-            thread.join(timeout=60)
-        assert results == [[0] * 10] * 6
-        assert len(instance_rows(engine)) == 60
-        with association(several.dicom.port) as assoc:
-            assert assoc.send_c_echo().Status == 0
+        folders = [tmp_path / f"s{n}" for n in range(4)]
+        series = [write_series(folder, 10) for folder in folders]
+        with ExitStack() as stack:
+            held = [stack.enter_context(association(port, paths)) for paths in series]
+            assert all(assoc.is_established for assoc in held)
+            # Four associations at once: two in each listener process.
+            per_child = connections_per_child(gateway.process.pid, port)
+            assert sorted(per_child.values()) == [2, 2], per_child
+            with raw_file_sending():
+                statuses = [
+                    [assoc.send_c_store(path).Status for path in paths]
+                    for assoc, paths in zip(held, series, strict=True)
+                ]
+        assert statuses == [[0] * 10] * 4
+        assert len(instance_rows(engine)) == 40
+        # A listener process that dies is replaced; the port keeps serving.
+        victim = next(iter(per_child))
+        psutil.Process(victim).kill()
+        for _ in range(3):
+            assert send_files(port, series[0][:1]) == [0]
     finally:
         gateway.stop()
     assert gateway.process is not None and gateway.process.returncode == 0
 
 
-def wait_until_children(pid: int, count: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
+def connections_per_child(pid: int, port: int) -> dict[int, int]:
+    """Established connections to our DICOM port held by each child process."""
+    deadline = time.monotonic() + 10
+    counts: dict[int, int] = {}
     while time.monotonic() < deadline:
-        children = [
-            c
-            for c in psutil.Process(pid).children()
-            if "multiprocessing" not in " ".join(c.cmdline())
-            or "spawn_main" in " ".join(c.cmdline())
-        ]
-        listening = [
-            c for c in children if any(conn.status == "LISTEN" for conn in c.net_connections())
-        ]
-        if len(listening) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"expected {count} listener child process(es), found fewer")
+        counts = {
+            child.pid: sum(
+                1
+                for conn in child.net_connections(kind="tcp")
+                if conn.status == "ESTABLISHED" and conn.laddr and conn.laddr.port == port
+            )
+            for child in psutil.Process(pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())
+        }
+        if sum(counts.values()) >= 4:
+            break
+        time.sleep(0.1)
+    return counts
