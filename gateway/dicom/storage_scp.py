@@ -192,7 +192,7 @@ class StorageSCP:
             )
 
     def _refuse(self, sender: Sender, status: int, reason: str, request: Any) -> int:
-        sop_instance_uid = str(request.AffectedSOPInstanceUID or "") or None
+        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")[:64] or None
         LOGGER.warning("C-STORE from %s refused with 0x%04X: %s", sender.ae_title, status, reason)
         self._audit(
             audit_row(

@@ -44,28 +44,29 @@ def test_every_pydicom_storage_file_round_trips(gateway: RunningGateway, engine:
     for path in files:  # one association per file: each has its own contexts
         statuses_by_file[path.name] = send_files(gateway.port, [path])[0]
     rows = instance_rows(engine)
+    first_sent: dict[str, Path] = {}  # several pydicom files share a SOP Instance UID
     for path in files:
-        source = path.read_bytes()
         ds = dcmread(path, stop_before_pixels=True)
         if path.name in BAD_TEST_FILES:
             assert statuses_by_file[path.name] == statuses.CANNOT_UNDERSTAND, path.name
             continue
         assert statuses_by_file[path.name] == statuses.SUCCESS, path.name
-        row = rows.get(str(ds.SOPInstanceUID))
+        uid = str(ds.SOPInstanceUID)
+        first_sent.setdefault(uid, path)
+        row = rows.get(uid)
         if row is None or not (gateway.settings.spool_dir / row.file_path).is_file():
             pytest.fail(f"{path.name}: acknowledged but not stored")
-        # Several pydicom files share a SOP Instance UID: only the first one is stored.
-        if (
-            row.size_bytes
-            and stored_body(gateway, row.file_path) != source[dataset_offset(source) :]
-        ):
-            assert audit_kinds(engine)["instance.duplicate"] > 0, path.name
-            continue
+        # The stored bytes are exactly those of the first file sent with this UID.
+        source = first_sent[uid].read_bytes()
+        assert stored_body(gateway, row.file_path) == source[dataset_offset(source) :], path.name
         stored = dcmread(gateway.settings.spool_dir / row.file_path, stop_before_pixels=True)
         assert str(stored.file_meta.TransferSyntaxUID) == row.transfer_syntax_uid
         assert row.sop_class_uid == str(ds.SOPClassUID)
-    refused = audit_kinds(engine)["instance.refused"]
-    assert refused == len(BAD_TEST_FILES)
+    kinds = audit_kinds(engine)
+    assert kinds["instance.refused"] == len(BAD_TEST_FILES)
+    accepted = len(files) - len(BAD_TEST_FILES)
+    assert kinds["instance.stored"] == len(rows) == len(first_sent)
+    assert kinds["instance.duplicate"] == accepted - len(first_sent)
 
 
 def test_compressed_and_deflated_files_are_stored_as_received(
@@ -239,6 +240,19 @@ def test_sop_class_differing_from_request_is_refused(
     mismatched.write_bytes(meta + whole[dataset_offset(whole) :])
     assert send_files(gateway.port, [mismatched]) == [statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS]
     assert instance_rows(engine) == {}
+
+
+def test_series_claimed_by_two_studies_is_refused(
+    gateway: RunningGateway, engine: Engine, tmp_path: Path
+) -> None:
+    series_uid = generate_uid()
+    first = tmp_path / "first.dcm"
+    first.write_bytes(encode(ct_instance(generate_uid(), series_uid, 0)))
+    second = tmp_path / "second.dcm"  # same series UID, another study
+    second.write_bytes(encode(ct_instance(generate_uid(), series_uid, 1)))
+    assert send_files(gateway.port, [first, second]) == [0, statuses.CANNOT_UNDERSTAND]
+    assert list(instance_rows(engine)) == [path_uid(first)]
+    assert len(_spool_files(gateway)) == 1
 
 
 def test_below_free_space_threshold_answers_out_of_resources(
