@@ -165,3 +165,44 @@ def test_stopping_the_gateway_closes_both_ports(tls_gateway: RunningGateway) -> 
         time.sleep(0.1)
     assert _port_refuses(tls_gateway.port), "plain port still accepts connections"
     assert _port_refuses(tls_port), "TLS port still accepts connections"
+
+
+def test_tls_through_several_listener_processes(
+    pki: Pki,
+    start_gateway_process: Callable[..., RunningGateway],
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """The acceptor hands TLS connections to listener processes, which do the handshake."""
+    gateway = start_gateway_process(
+        allowed_peers=ONLY_MODALITY,
+        listener_processes=2,
+        tls={
+            "port": free_port(),
+            "cert_file": pki.server.cert,
+            "key_file": pki.server.key,
+            "ca_file": pki.ca.cert,
+        },
+    )
+    port = _tls_port(gateway)
+    made, files = _files(tmp_path, 3)
+    for path in files:  # one association each: both listener processes serve some
+        store = storescu(
+            port,
+            [path],
+            calling=MODALITY_AE,
+            called=GATEWAY_AE,
+            extra=tls_options(pki.client, pki.ca.cert),
+        )
+        assert store.ok, store.output
+    refused = storescu(
+        port,
+        files[:1],
+        calling=MODALITY_AE,
+        called=GATEWAY_AE,
+        extra=tls_options(pki.foreign_client, pki.ca.cert),
+    )
+    assert not refused.ok
+    assert set(instance_rows(engine)) == {i.sop_instance_uid for i in made}
+    reasons = [e.detail["reason"] for e in audit_events(engine, "association.rejected")]
+    assert reasons == ["tls_handshake_failed"]
