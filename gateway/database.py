@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -42,3 +47,47 @@ def make_engine(settings: GatewaySettings) -> Engine:
     return create_engine(
         url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
     )
+
+
+class WriterQueue:
+    """Makes SQLite writers wait their turn in the kernel instead of in SQLite's busy loop.
+
+    SQLite allows one writer at a time and makes the others sleep and retry (1, 2, 5, 10 ...
+    ms). With several associations committing hundreds of instances per second that polling
+    cost more than the commits (measured: about 30 % of the C-STORE handler's time with four
+    associations). A thread lock plus an exclusive `flock` on a file beside the database
+    queue the writers of this process and of the other listener processes; a waiter wakes as
+    soon as the lock is free. PostgreSQL needs none of this.
+    """
+
+    def __init__(self, lock_file: Path | None) -> None:
+        self._lock_file = lock_file
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> WriterQueue:
+        self._thread_lock.acquire()
+        if self._lock_file is not None:
+            try:
+                if self._fd is None:  # per process: flock is held per open file
+                    self._fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o640)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+def writer_queue(engine: Engine) -> AbstractContextManager[object]:
+    """A WriterQueue for a file-backed SQLite database, else a no-op."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return nullcontext()
+    return WriterQueue(Path(f"{database}.writer-lock"))

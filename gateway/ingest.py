@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Engine, Integer, bindparam, text
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
+from gateway.database import writer_queue
 from gateway.dicom.header import InstanceHeader
 from gateway.dicom.spool import SpooledFile
 
@@ -97,6 +98,7 @@ _INSERT_INSTANCE = text(
 class InstanceIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writers = writer_queue(engine)
         if engine.dialect.name not in ("postgresql", "sqlite"):
             raise RuntimeError(
                 f"expected a postgresql or sqlite database, found {engine.dialect.name}"
@@ -121,7 +123,7 @@ class InstanceIndex:
         """Commit the instance's rows; DUPLICATE (nothing changed) if already stored."""
         now = utcnow()
         try:
-            with self.engine.begin() as connection:
+            with self._writers, self.engine.begin() as connection:
                 study_id, reopened_at = connection.execute(
                     _UPSERT_STUDY,
                     {
