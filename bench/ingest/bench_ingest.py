@@ -15,7 +15,7 @@ Scenarios (the sender is always storescu, one association unless stated):
   c3  sender at its default (Nagle on), receivers at their defaults: most modalities and PACS
   qa  the gateway with dicom.tcp_quickack = false, default sender (the c3 case without it)
   mp  k storescu processes in parallel, each sending a part of the study, to the gateway with
-      dicom.listener_processes = 1 or 2 (SO_REUSEPORT)
+      dicom.listener_processes = 1 or 2 (one acceptor hands associations to the processes)
 The gateway runs from a snapshot of its code (`gateway/`, `migrations/`) taken when the run
 starts (`--gateway-src`: the working tree, or a git ref), on PYTHONPATH: edits made to the
 working tree while the benchmark runs do not change what is measured.
@@ -244,7 +244,8 @@ class GatewayReceiver(Receiver):
         self.code = code
         self.listener_processes = listener_processes
         self.tcp_quickack = tcp_quickack
-        self.expected_listeners = listener_processes
+        # One process listens and hands connections to the listener processes.
+        self.expected_listeners = 1
 
     def environment(self) -> dict[str, str]:
         return gateway_environment(
