@@ -20,6 +20,7 @@ class AuditKind(enum.StrEnum):
     INSTANCE_STORED = "instance.stored"
     INSTANCE_DUPLICATE = "instance.duplicate"
     INSTANCE_REFUSED = "instance.refused"
+    INSTANCE_REPAIRED = "instance.repaired"
     STUDY_COMPLETE = "study.complete"
     STUDY_UPDATED = "study.updated"
 

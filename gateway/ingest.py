@@ -95,6 +95,13 @@ _INSERT_INSTANCE = text(
 ).bindparams(bindparam("now", type_=_TIMESTAMP))
 
 
+_SELECT_FILE = text("SELECT file_path FROM instances WHERE sop_instance_uid = :uid")
+_REPLACE_FILE = text(
+    "UPDATE instances SET file_path = :file_path, size_bytes = :size_bytes "
+    "WHERE sop_instance_uid = :uid"
+)
+
+
 class InstanceIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -102,6 +109,33 @@ class InstanceIndex:
         if engine.dialect.name not in ("postgresql", "sqlite"):
             raise RuntimeError(
                 f"expected a postgresql or sqlite database, found {engine.dialect.name}"
+            )
+
+    def stored_file(self, sop_instance_uid: str) -> str | None:
+        """The spool path the index holds for an instance, or None if not stored."""
+        with self.engine.connect() as connection:
+            path = connection.execute(_SELECT_FILE, {"uid": sop_instance_uid}).scalar()
+            connection.rollback()
+        return None if path is None else str(path)
+
+    def replace_missing_file(self, sop_instance_uid: str, spooled: SpooledFile) -> None:
+        """Point a stored instance whose file has gone at a fresh copy (self-repair)."""
+        with self._writers, self.engine.begin() as connection:
+            connection.execute(
+                _REPLACE_FILE,
+                {
+                    "uid": sop_instance_uid,
+                    "file_path": spooled.relative_path,
+                    "size_bytes": spooled.size_bytes,
+                },
+            )
+            record(
+                connection,
+                audit_row(
+                    AuditKind.INSTANCE_REPAIRED,
+                    sop_instance_uid=sop_instance_uid,
+                    detail={"reason": "stored file missing; replaced by a new copy"},
+                ),
             )
 
     def record_duplicate(self, header: InstanceHeader, sender: Sender) -> None:

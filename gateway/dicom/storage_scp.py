@@ -11,7 +11,7 @@ import logging
 from io import BytesIO
 from typing import Any, cast
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import FileMetaDataset
 from pynetdicom import events as evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
@@ -21,7 +21,7 @@ from gateway.audit import AuditKind, Outcome, audit_row, record
 from gateway.dicom import statuses
 from gateway.dicom.header import InstanceHeader, UnreadableDataset, read_header
 from gateway.dicom.peers import PeerPolicy
-from gateway.dicom.spool import Spool, SpoolFull
+from gateway.dicom.spool import Spool, SpooledFile, SpoolFull
 from gateway.ingest import HierarchyConflict, InstanceIndex, Receipt, Sender
 
 LOGGER = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class StorageSCP:
     def on_c_echo(self, event: evt.Event) -> int:
         return statuses.SUCCESS
 
-    def on_c_store(self, event: evt.Event) -> int | Dataset:
+    def on_c_store(self, event: evt.Event) -> int:
         sender = _sender(event)
         request = cast(C_STORE, event.request)
         try:
@@ -167,9 +167,10 @@ class StorageSCP:
             self.spool.discard(spooled.relative_path)
             return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
         except Exception as exc:
-            # Not committed, so not stored: remove the file and let the sender retry.
+            # Most likely not committed: the sender will retry. Remove the file only once
+            # the index is known not to name it (a commit may succeed and still raise).
             LOGGER.error("index commit failed: %s", type(exc).__name__)
-            self.spool.discard(spooled.relative_path)
+            self._discard_unless_indexed(header, spooled)
             return self._refuse(
                 sender,
                 statuses.PROCESSING_FAILURE,
@@ -177,8 +178,28 @@ class StorageSCP:
                 request,
             )
         if receipt is Receipt.DUPLICATE:
-            self.spool.discard(spooled.relative_path)
+            self._keep_one_copy(header, spooled)
         return statuses.SUCCESS
+
+    def _discard_unless_indexed(self, header: InstanceHeader, spooled: SpooledFile) -> None:
+        try:
+            if self.index.stored_file(header.sop_instance_uid) != spooled.relative_path:
+                self.spool.discard(spooled.relative_path)
+        except Exception as exc:  # database still unreachable: an orphan file is harmless
+            LOGGER.error("kept %s, index unreadable: %s", spooled.relative_path, type(exc).__name__)
+
+    def _keep_one_copy(self, header: InstanceHeader, spooled: SpooledFile) -> None:
+        """A duplicate: drop our copy, unless the stored copy has gone missing."""
+        stored = self.index.stored_file(header.sop_instance_uid)
+        if stored == spooled.relative_path:
+            return  # the stored file had gone and ours took its name: it is whole again
+        if stored is not None and self.spool.path_of(stored).is_file():
+            self.spool.discard(spooled.relative_path)
+            return
+        LOGGER.warning(
+            "stored file of %s missing: replaced by the copy just received", header.sop_instance_uid
+        )
+        self.index.replace_missing_file(header.sop_instance_uid, spooled)
 
     @staticmethod
     def _check_matches_request(header: InstanceHeader, request: Any) -> None:

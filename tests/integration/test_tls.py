@@ -102,6 +102,11 @@ def test_untrusted_clients_fail_and_the_listener_keeps_serving(
         assert "Association Accepted" not in result.output, case
     assert count_rows(engine, Instance) == 0
     assert audit_events(engine, "association.accepted") == []
+    # The client may see the TLS alert before the audit row commits: wait for it briefly.
+    deadline = time.monotonic() + 10
+    while len(audit_events(engine, "association.rejected")) < len(refused_options):
+        assert time.monotonic() < deadline, "expected one audit event per refused client"
+        time.sleep(0.05)
     rejected = audit_events(engine, "association.rejected")
     assert len(rejected) == len(refused_options)
     assert {event.detail["reason"] for event in rejected} == {"tls_handshake_failed"}
@@ -204,5 +209,9 @@ def test_tls_through_several_listener_processes(
     )
     assert not refused.ok
     assert set(instance_rows(engine)) == {i.sop_instance_uid for i in made}
+    deadline = time.monotonic() + 10
+    while not audit_events(engine, "association.rejected"):
+        assert time.monotonic() < deadline, "expected an audit event for the refused client"
+        time.sleep(0.05)
     reasons = [e.detail["reason"] for e in audit_events(engine, "association.rejected")]
     assert reasons == ["tls_handshake_failed"]

@@ -171,6 +171,41 @@ def _spool_files(gateway: RunningGateway) -> list[Path]:
     return [p for p in gateway.settings.spool_dir.rglob("*") if p.is_file()]
 
 
+def test_resending_an_instance_whose_file_was_lost_restores_it(
+    gateway: RunningGateway, engine: Engine, tmp_path: Path
+) -> None:
+    path = write_series(tmp_path / "series", 1)[0]
+    assert send_files(gateway.port, [path]) == [0]
+    row = instance_rows(engine)[path_uid(path)]
+    (gateway.settings.spool_dir / row.file_path).unlink()  # e.g. restored from an old backup
+    assert send_files(gateway.port, [path]) == [0]
+    repaired = instance_rows(engine)[path_uid(path)]
+    source = path.read_bytes()
+    assert stored_body(gateway, repaired.file_path) == source[dataset_offset(source) :]
+    assert _spool_files(gateway) == [gateway.settings.spool_dir / repaired.file_path]
+
+
+def test_lost_file_under_a_unique_name_is_repaired_from_a_resend(
+    gateway: RunningGateway, engine: Engine, tmp_path: Path
+) -> None:
+    path = write_series(tmp_path / "series", 1)[0]
+    ds = dcmread(path, stop_before_pixels=True)
+    folder = gateway.settings.spool_dir / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID)
+    folder.mkdir(parents=True)
+    orphan = folder / f"{ds.SOPInstanceUID}.dcm"  # left by a crash before its row committed
+    orphan.write_bytes(b"incomplete")
+    assert send_files(gateway.port, [path]) == [0]
+    first = instance_rows(engine)[path_uid(path)]
+    assert first.file_path != str(orphan.relative_to(gateway.settings.spool_dir))
+    (gateway.settings.spool_dir / first.file_path).unlink()
+    assert send_files(gateway.port, [path]) == [0]
+    repaired = instance_rows(engine)[path_uid(path)]
+    source = path.read_bytes()
+    assert stored_body(gateway, repaired.file_path) == source[dataset_offset(source) :]
+    assert audit_kinds(engine)["instance.repaired"] == 1
+    assert orphan.read_bytes() == b"incomplete"  # an orphan is never taken for the instance
+
+
 def test_truncated_file_is_refused_and_nothing_stored(
     gateway: RunningGateway, engine: Engine, tmp_path: Path
 ) -> None:
@@ -277,4 +312,12 @@ def test_database_failure_is_not_acknowledged(
         connection.execute(text("ALTER TABLE instances RENAME TO instances_gone"))
     path = write_series(tmp_path / "series", 1)[0]
     assert send_files(gateway.port, [path]) == [statuses.PROCESSING_FAILURE]
-    assert _spool_files(gateway) == []
+    # Unsure whether the commit happened, the listener keeps the file (a harmless orphan).
+    assert len(_spool_files(gateway)) == 1
+    with engine.begin() as connection:  # the database comes back
+        connection.execute(text("ALTER TABLE instances_gone RENAME TO instances"))
+    assert instance_rows(engine) == {}  # not stored: the sender saw a failure
+    assert send_files(gateway.port, [path]) == [0]  # its retry stores it whole
+    row = instance_rows(engine)[path_uid(path)]
+    source = path.read_bytes()
+    assert stored_body(gateway, row.file_path) == source[dataset_offset(source) :]

@@ -43,3 +43,16 @@ def test_serve_refuses_an_unmigrated_database(settings: GatewaySettings) -> None
     with pytest.raises(DatabaseNotMigrated, match="expected database schema revision 0001"):
         check_schema_current(settings, engine)
     engine.dispose()
+
+
+def test_models_and_migrations_agree(engine: Engine) -> None:
+    """What the migrations build is what the models describe (no forgotten migration)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from gateway.models import Base
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
