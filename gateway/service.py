@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from gateway.assembly import StudyAssembler
 from gateway.database import make_engine
-from gateway.dicom.dispatch import Acceptor, WorkerPool, receive_connections
+from gateway.dicom.dispatch import READY, Acceptor, WorkerPool, receive_connections
 from gateway.dicom.listener import Listener, listener_endpoints, start_listener
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
@@ -61,6 +61,7 @@ def _listener_worker(settings_data: dict[str, Any], channel: socket.socket) -> N
     _install_stop_signals(stop)
     engine = make_engine(settings)
     listener = start_listener(settings, engine, bind=False)
+    channel.sendall(READY)
     receiver = threading.Thread(
         target=receive_connections, args=(channel, listener.deliver), daemon=True
     )

@@ -21,6 +21,8 @@ from typing import Any
 
 LOGGER = logging.getLogger(__name__)
 Address = tuple[str, int]
+READY = b"R"  # a worker's first message on its channel: it can serve connections now
+WORKER_START_TIMEOUT_S = 120.0
 
 
 def hand_over(channel: socket.socket, connection: socket.socket, endpoint: str, peer: Any) -> None:
@@ -58,6 +60,27 @@ class WorkerPool:
         self._next = 0
         for number in range(size):
             self._workers.append(self._start(number))
+        # Listen only once every worker can serve: otherwise the first associations would
+        # wait for a worker's imports and start-up (about a second of CPU each).
+        for process, channel in self._workers:
+            self._wait_ready(process, channel)
+
+    @staticmethod
+    def _wait_ready(process: Any, channel: socket.socket) -> None:
+        channel.settimeout(WORKER_START_TIMEOUT_S)
+        try:
+            message = channel.recv(1)
+        except TimeoutError as exc:
+            raise RuntimeError(
+                f"expected {process.name} ready within {WORKER_START_TIMEOUT_S:.0f} s, "
+                "found no answer"
+            ) from exc
+        finally:
+            channel.settimeout(None)
+        if message != READY:
+            raise RuntimeError(
+                f"expected {process.name} to report ready, found exit code {process.exitcode}"
+            )
 
     def _start(self, number: int) -> tuple[Any, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -327,9 +327,9 @@ def _draw_nodules(
         cz, cy, cx = np.unravel_index(flat, shape)
         # Bounding box (voxels) of the ellipsoid, clipped to the volume.
         r_max = max(semi)
-        hz = int(math.ceil(semi[0] / dz)) + 1
-        hy = int(math.ceil(r_max / dy)) + 1
-        hx = int(math.ceil(r_max / dx)) + 1
+        hz = math.ceil(semi[0] / dz) + 1
+        hy = math.ceil(r_max / dy) + 1
+        hx = math.ceil(r_max / dx) + 1
         z0, z1 = cz - hz, cz + hz + 1
         y0, y1 = cy - hy, cy + hy + 1
         x0, x1 = cx - hx, cx + hx + 1
