@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit setup system-packages bench-ingest clean
+.PHONY: run test lint typecheck unit setup system-packages triton-env triton bench-ingest \
+	bench-inference clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
@@ -19,6 +20,13 @@ setup: $(STAMP)
 system-packages:
 	bash scripts/ensure-system-packages.sh
 
+# Triton Inference Server (from the nvidia-pytriton wheel) in its own venv: it needs numpy<2.
+triton-env: setup
+	bash triton_models/setup_triton_env.sh
+
+triton: triton-env
+	$(BIN)/pacs-gateway triton
+
 run: setup
 	@echo "Gateway: DICOM on port 11112 (AE PACSGATEWAY), data in ./data. Try:"
 	@echo "  echoscu -aec PACSGATEWAY 127.0.0.1 11112"
@@ -26,18 +34,21 @@ run: setup
 	$(BIN)/pacs-gateway run --config deploy/gateway.local.toml
 
 lint: setup
-	$(BIN)/ruff check gateway workers migrations tests bench
-	$(BIN)/ruff format --check gateway workers migrations tests bench
+	$(BIN)/ruff check gateway workers migrations tests bench triton_models
+	$(BIN)/ruff format --check gateway workers migrations tests bench triton_models
 
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup system-packages lint typecheck
+test: setup system-packages triton-env lint typecheck
 	PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
 		$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench-ingest: setup system-packages
 	$(BIN)/python bench/ingest/bench_ingest.py
 
+bench-inference: triton-env
+	$(BIN)/python bench/inference/bench_inference.py
+
 clean:
-	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-triton data .mypy_cache .ruff_cache .pytest_cache

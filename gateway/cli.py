@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("migrate", "upgrade the database schema to the newest revision"),
         ("run", "migrate, then run every part on this machine with embedded defaults"),
         ("check-config", "validate the settings and print them"),
+        ("triton", "run the bundled Triton Inference Server on triton_models/ until stopped"),
     ):
         _common_options(commands.add_parser(name, help=text, description=text))
     return parser
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(settings.model_dump_json(indent=2))
         return 0
+    if args.command == "triton":
+        from workers.triton_server import run_triton_forever
+
+        return run_triton_forever(settings.inference)
     if args.command in ("migrate", "run"):
         from gateway import migrate
 

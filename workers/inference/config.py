@@ -1,0 +1,52 @@
+"""Settings of the inference client (nested in the gateway settings as ``inference``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class InferenceSettings(BaseModel):
+    """How workers reach the models: Triton over gRPC, or onnxruntime in process."""
+
+    runner: Literal["triton", "onnxruntime"] = Field(
+        default="triton", description="Where the models run: Triton server or in process."
+    )
+    triton_grpc_url: str = Field(
+        default="127.0.0.1:8001", description="Triton gRPC endpoint, host:port."
+    )
+    triton_http_port: int = Field(default=8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+    triton_model_config_name: str | None = Field(
+        default=None, description="tritonserver --model-config-name (e.g. 'gpu'); None: CPU."
+    )
+    triton_startup_timeout_s: float = Field(default=120.0, gt=0)
+    model_repository: Path = Field(
+        default=Path(__file__).resolve().parents[2] / "triton_models",
+        description="Triton model repository (also where the onnxruntime runner reads).",
+    )
+    segmentation_model: str = "lung_nodule_unet"
+    segmentation_model_version: str = Field(default="1", description="'' means latest.")
+    classification_model: str = "nodule_cnn"
+    classification_model_version: str = Field(default="1", description="'' means latest.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Slices per request.")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of each gRPC call (client_timeout)."
+    )
+    deadline_s: float = Field(
+        default=300.0, gt=0, description="Overall deadline of one study, retries included."
+    )
+    max_retries: int = Field(default=5, ge=0, description="Retries of a transient error.")
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)
+    backoff_multiplier: float = Field(default=2.0, ge=1.0)
+    circuit_failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failures that open the circuit."
+    )
+    circuit_reset_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit rejects calls."
+    )
+    onnx_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads.")

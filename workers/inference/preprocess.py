@@ -1,0 +1,113 @@
+"""Preprocessing shared by training and inference: windowing, resampling, normalisation.
+
+The models see axial slices resampled to a fixed grid of ``MODEL_SIZE`` x ``MODEL_SIZE``
+pixels of ``MODEL_SPACING_MM`` mm, centred on the image centre, HU clipped to
+``HU_WINDOW`` and scaled by ``(hu - HU_CENTER) / HU_SCALE``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+MODEL_SIZE = 160
+MODEL_SPACING_MM = 2.4
+HU_WINDOW = (-1000.0, 500.0)
+HU_CENTER = -250.0
+HU_SCALE = 750.0
+AIR_HU = -1000.0
+
+
+def _axis_map(
+    n_src: int, src_step: float, n_dst: int, dst_step: float
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float32], NDArray[np.bool_]]:
+    """Source indices and weights for destination pixel centres (both grids centred)."""
+    pos = (np.arange(n_dst, dtype=np.float64) - (n_dst - 1) / 2.0) * dst_step / src_step
+    pos += (n_src - 1) / 2.0
+    valid = (pos >= -0.5) & (pos <= n_src - 0.5)
+    pos = np.clip(pos, 0.0, n_src - 1.0)
+    i0 = np.floor(pos).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    w = (pos - i0).astype(np.float32)
+    return i0, i1, w, valid
+
+
+def resample_slices(
+    slices: NDArray[np.float32],
+    src_spacing: tuple[float, float],
+    dst_spacing: tuple[float, float],
+    dst_shape: tuple[int, int],
+    fill: float,
+) -> NDArray[np.float32]:
+    """Bilinear in-plane resampling of (..., rows, cols) between centred grids.
+
+    Pixels of the destination outside the source field of view get ``fill``.
+    """
+    r0, r1, wr, vr = _axis_map(slices.shape[-2], src_spacing[0], dst_shape[0], dst_spacing[0])
+    c0, c1, wc, vc = _axis_map(slices.shape[-1], src_spacing[1], dst_shape[1], dst_spacing[1])
+    a = slices[..., r0, :]
+    b = slices[..., r1, :]
+    rows = a + (b - a) * wr[:, None]
+    a = rows[..., c0]
+    b = rows[..., c1]
+    out = (a + (b - a) * wc).astype(np.float32, copy=False)
+    outside = ~(vr[:, None] & vc[None, :])
+    if outside.any():
+        out[..., outside] = fill
+    return out
+
+
+def normalise_hu(hu: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Window and scale HU values to the models' input range (about -1 to 1)."""
+    out = np.clip(hu, HU_WINDOW[0], HU_WINDOW[1])
+    out -= HU_CENTER
+    out /= HU_SCALE
+    return out.astype(np.float32, copy=False)
+
+
+def to_model_input(
+    hu_slices: NDArray[np.floating], pixel_spacing: tuple[float, float]
+) -> NDArray[np.float32]:
+    """(S, rows, cols) HU -> (S, 1, MODEL_SIZE, MODEL_SIZE) float32 model input."""
+    src = np.asarray(hu_slices, dtype=np.float32)
+    res = resample_slices(
+        src,
+        pixel_spacing,
+        (MODEL_SPACING_MM, MODEL_SPACING_MM),
+        (MODEL_SIZE, MODEL_SIZE),
+        fill=AIR_HU,
+    )
+    return normalise_hu(res)[:, None, :, :]
+
+
+def from_model_grid(
+    maps: NDArray[np.float32], pixel_spacing: tuple[float, float], shape: tuple[int, int]
+) -> NDArray[np.float32]:
+    """(S, K, MODEL_SIZE, MODEL_SIZE) class maps -> (S, K, rows, cols) on the source grid.
+
+    Outside the model field of view, class 0 (background) gets 1 and the others 0.
+    """
+    out = resample_slices(
+        maps, (MODEL_SPACING_MM, MODEL_SPACING_MM), pixel_spacing, shape, fill=0.0
+    )
+    _, _, _, valid_r = _axis_map(MODEL_SIZE, MODEL_SPACING_MM, shape[0], pixel_spacing[0])
+    _, _, _, valid_c = _axis_map(MODEL_SIZE, MODEL_SPACING_MM, shape[1], pixel_spacing[1])
+    outside = ~(valid_r[:, None] & valid_c[None, :])
+    if outside.any():
+        out[:, 0][:, outside] = 1.0
+    return out
+
+
+def labels_from_probabilities(
+    probabilities: NDArray[np.float32],
+    pixel_spacing: tuple[float, float],
+    shape: tuple[int, int],
+    chunk: int = 16,
+) -> NDArray[np.uint8]:
+    """Argmax label map on the source grid, computed in chunks of slices to bound memory."""
+    n = probabilities.shape[0]
+    labels = np.zeros((n, shape[0], shape[1]), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        up = from_model_grid(probabilities[s : s + chunk], pixel_spacing, shape)
+        labels[s : s + chunk] = np.argmax(up, axis=1).astype(np.uint8)
+    return labels

@@ -1,0 +1,392 @@
+"""Model runners: Triton over gRPC, or onnxruntime in process, behind one Protocol."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from workers.inference.config import InferenceSettings
+from workers.inference.errors import (
+    CircuitOpenError,
+    DeadlineExceededError,
+    InferenceError,
+    PermanentInferenceError,
+    TransientInferenceError,
+)
+from workers.inference.findings import ModelIdentity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INPUT_NAME = "image"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the client expects of a model: its tensor names and per-item shapes."""
+
+    name: str
+    version: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    output_shape: tuple[int, ...]
+
+
+class Deadline:
+    """An absolute deadline on the monotonic clock."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.seconds = seconds
+        self.expires = clock() + seconds
+
+    def remaining(self) -> float:
+        return self.expires - self._clock()
+
+
+class ModelRunner(Protocol):
+    """Runs one model on a batch; same behaviour for Triton and onnxruntime."""
+
+    name: str
+
+    def check_model(self, spec: ModelSpec, deadline: Deadline) -> ModelIdentity:
+        """Ready and as expected (tensor names, shapes, version), or raise."""
+        ...
+
+    def infer(
+        self, spec: ModelSpec, batch: NDArray[np.float32], deadline: Deadline
+    ) -> NDArray[np.float32]:
+        """(N, *input_shape) float32 -> (N, *output_shape) float32."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _check_metadata(
+    spec: ModelSpec,
+    inputs: list[tuple[str, list[int], str]],
+    outputs: list[tuple[str, list[int], str]],
+) -> None:
+    """Compare a model's declared tensors with what the client will send and read."""
+    want_in = (spec.input_name, [-1, *spec.input_shape], "FP32")
+    want_out = (spec.output_name, [-1, *spec.output_shape], "FP32")
+    for kind, want, found in (("input", want_in, inputs), ("output", want_out, outputs)):
+        names = [f[0] for f in found]
+        if want[0] not in names:
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected {kind} {want[0]!r}, found {names}"
+            )
+        f = found[names.index(want[0])]
+        dims = [d if d >= 0 else -1 for d in f[1]]
+        if dims != want[1] or f[2] != want[2]:
+            raise PermanentInferenceError(
+                f"model {spec.name!r} {kind} {want[0]!r}: expected {want[2]} {want[1]}, "
+                f"found {f[2]} {dims}"
+            )
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive failures; after ``reset_s`` lets one try."""
+
+    def __init__(
+        self, threshold: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.reset_s = reset_s
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return self._opened_at is not None and self._clock() < self._opened_at + self.reset_s
+
+    def retry_after(self) -> float:
+        with self._lock:
+            if self._opened_at is None:
+                return 0.0
+            return max(0.0, self._opened_at + self.reset_s - self._clock())
+
+    def before_call(self) -> None:
+        wait = self.retry_after()
+        if wait > 0:
+            raise CircuitOpenError(
+                f"circuit open after {self._failures} consecutive failures; retry in {wait:.1f} s"
+            )
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.threshold:
+                self._opened_at = self._clock()
+
+
+class TritonRunner:
+    """Triton Inference Server over gRPC: binary tensors, deadlines, retries, breaker."""
+
+    name = "triton"
+
+    def __init__(self, settings: InferenceSettings, sleep: Callable[[float], None] = time.sleep):
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self.settings = settings
+        self.url = settings.triton_grpc_url
+        self._client = grpcclient.InferenceServerClient(url=self.url)
+        self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- error handling -------------------------------------------------------------------
+    @staticmethod
+    def classify(exc: Exception) -> InferenceError:
+        """Transient (retry) or permanent (fail fast), with a readable message."""
+        status = ""
+        message = str(exc)
+        if hasattr(exc, "status") and callable(exc.status):
+            status = str(exc.status() or "")
+        if hasattr(exc, "message") and callable(exc.message):
+            message = str(exc.message() or message)
+        transient_codes = (
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
+            "RESOURCE_EXHAUSTED",
+            "ABORTED",
+            "CANCELLED",
+            "UNKNOWN",
+        )
+        low = message.lower()
+        if any(code in status for code in transient_codes) or (
+            "not ready" in low or "loading" in low or "unavailable" in low
+        ):
+            return TransientInferenceError(f"Triton {status or 'error'}: {message}")
+        return PermanentInferenceError(f"Triton {status or 'error'}: {message}")
+
+    def _call(self, what: str, deadline: Deadline, fn: Callable[[float], T]) -> T:
+        """Run ``fn(timeout)`` with retries, exponential back-off and the circuit breaker."""
+        s = self.settings
+        delay = s.backoff_initial_s
+        attempt = 0
+        last: InferenceError | None = None
+        while True:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    f"{what}: no answer from Triton at {self.url} within the deadline of "
+                    f"{deadline.seconds:.0f} s after {attempt} attempt(s); last error: {last}"
+                )
+            try:
+                self.breaker.before_call()
+            except CircuitOpenError as exc:
+                last = exc
+                wait = min(self.breaker.retry_after(), remaining)
+                self._sleep(max(wait, 0.01))
+                continue
+            try:
+                result = fn(min(s.request_timeout_s, remaining))
+            except PermanentInferenceError:
+                raise
+            except Exception as exc:  # tritonclient raises InferenceServerException
+                err = exc if isinstance(exc, InferenceError) else self.classify(exc)
+                if isinstance(err, PermanentInferenceError):
+                    raise err from exc
+                self.breaker.failure()
+                last = err
+                attempt += 1
+                if attempt > s.max_retries:
+                    raise TransientInferenceError(
+                        f"{what}: Triton at {self.url} still failing after {attempt} attempt(s)"
+                        f": {err}"
+                    ) from exc
+                wait = min(delay, s.backoff_max_s, max(deadline.remaining(), 0.0))
+                log.warning("%s failed (%s); retry %d in %.1f s", what, err, attempt, wait)
+                self._sleep(wait)
+                delay *= s.backoff_multiplier
+                continue
+            self.breaker.success()
+            return result
+
+    # -- API --------------------------------------------------------------------------------
+    def check_model(self, spec: ModelSpec, deadline: Deadline) -> ModelIdentity:
+        def ready(timeout: float) -> ModelIdentity:
+            if not self._client.is_model_ready(spec.name, spec.version, client_timeout=timeout):
+                try:
+                    index = self._client.get_model_repository_index(
+                        as_json=True, client_timeout=timeout
+                    )
+                except Exception:
+                    index = {}
+                entries = index.get("models", [])
+                known = {m.get("name") for m in entries}
+                if index and spec.name not in known:
+                    raise PermanentInferenceError(
+                        f"model {spec.name!r} is not in Triton's repository at {self.url}; "
+                        f"found {sorted(n for n in known if n)}"
+                    )
+                versions = sorted(
+                    str(m.get("version", ""))
+                    for m in entries
+                    if m.get("name") == spec.name and m.get("version")
+                )
+                if spec.version and versions and spec.version not in versions:
+                    raise PermanentInferenceError(
+                        f"model {spec.name!r}: expected version {spec.version}, "
+                        f"found versions {versions} in Triton's repository"
+                    )
+                raise TransientInferenceError(
+                    f"model {spec.name!r} version {spec.version or 'latest'} is not ready"
+                )
+            meta: dict[str, Any] = self._client.get_model_metadata(
+                spec.name, spec.version, as_json=True, client_timeout=timeout
+            )
+            versions = [str(v) for v in meta.get("versions", [])]
+            if spec.version and spec.version not in versions:
+                raise PermanentInferenceError(
+                    f"model {spec.name!r}: expected version {spec.version}, found {versions}"
+                )
+            _check_metadata(
+                spec,
+                [(t["name"], [int(d) for d in t["shape"]], t["datatype"]) for t in meta["inputs"]],
+                [(t["name"], [int(d) for d in t["shape"]], t["datatype"]) for t in meta["outputs"]],
+            )
+            version = spec.version or (max(versions, key=int) if versions else "")
+            return ModelIdentity(spec.name, version)
+
+        return self._call(f"readiness of {spec.name}", deadline, ready)
+
+    def infer(
+        self, spec: ModelSpec, batch: NDArray[np.float32], deadline: Deadline
+    ) -> NDArray[np.float32]:
+        if tuple(batch.shape[1:]) != spec.input_shape:
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected input (N, {spec.input_shape}), found {batch.shape}"
+            )
+        data = np.ascontiguousarray(batch, dtype=np.float32)
+
+        def call(timeout: float) -> NDArray[np.float32]:
+            inp = self._grpc.InferInput(spec.input_name, list(data.shape), "FP32")
+            inp.set_data_from_numpy(data)
+            out = self._grpc.InferRequestedOutput(spec.output_name)
+            result = self._client.infer(
+                spec.name,
+                [inp],
+                model_version=spec.version,
+                outputs=[out],
+                client_timeout=timeout,
+            )
+            arr = result.as_numpy(spec.output_name)
+            if arr is None:
+                raise PermanentInferenceError(
+                    f"model {spec.name!r}: expected output {spec.output_name!r}, found none"
+                )
+            return np.asarray(arr, dtype=np.float32)
+
+        out = self._call(f"inference of {spec.name}", deadline, call)
+        want = (data.shape[0], *spec.output_shape)
+        if tuple(out.shape) != want:
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected output shape {want}, found {out.shape}"
+            )
+        return out
+
+
+class OnnxRuntimeRunner:
+    """The same models in process with onnxruntime (no server)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self._sessions: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+    def _resolve(self, spec: ModelSpec) -> tuple[str, Path]:
+        folder = Path(self.settings.model_repository) / spec.name
+        if not folder.is_dir():
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected folder {folder}, found none"
+            )
+        versions = sorted(
+            (p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int
+        )
+        version = spec.version or (versions[-1] if versions else "")
+        path = folder / version / "model.onnx"
+        if not path.is_file():
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected version {spec.version or 'latest'} at {path}, "
+                f"found versions {versions}"
+            )
+        return version, path
+
+    def _session(self, spec: ModelSpec) -> tuple[str, Any]:
+        import onnxruntime as ort
+
+        version, path = self._resolve(spec)
+        key = (spec.name, version)
+        with self._lock:
+            if key not in self._sessions:
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.settings.onnx_threads
+                opts.inter_op_num_threads = 1
+                self._sessions[key] = ort.InferenceSession(
+                    str(path), opts, providers=["CPUExecutionProvider"]
+                )
+            return version, self._sessions[key]
+
+    def check_model(self, spec: ModelSpec, deadline: Deadline) -> ModelIdentity:
+        version, sess = self._session(spec)
+
+        def tensors(items: Any) -> list[tuple[str, list[int], str]]:
+            kinds = {"tensor(float)": "FP32"}
+            return [
+                (
+                    t.name,
+                    [d if isinstance(d, int) else -1 for d in t.shape],
+                    kinds.get(t.type, t.type),
+                )
+                for t in items
+            ]
+
+        _check_metadata(spec, tensors(sess.get_inputs()), tensors(sess.get_outputs()))
+        return ModelIdentity(spec.name, version)
+
+    def infer(
+        self, spec: ModelSpec, batch: NDArray[np.float32], deadline: Deadline
+    ) -> NDArray[np.float32]:
+        if tuple(batch.shape[1:]) != spec.input_shape:
+            raise PermanentInferenceError(
+                f"model {spec.name!r}: expected input (N, {spec.input_shape}), found {batch.shape}"
+            )
+        if deadline.remaining() <= 0:
+            raise DeadlineExceededError(f"inference of {spec.name}: deadline passed")
+        _, sess = self._session(spec)
+        out = sess.run([spec.output_name], {spec.input_name: np.ascontiguousarray(batch)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def make_runner(settings: InferenceSettings) -> ModelRunner:
+    """The runner chosen by ``settings.runner``."""
+    if settings.runner == "triton":
+        return TritonRunner(settings)
+    return OnnxRuntimeRunner(settings)
