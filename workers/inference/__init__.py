@@ -1,36 +1,40 @@
-"""The inference client: series -> volume -> models (Triton or onnxruntime) -> findings."""
+"""The inference client: series -> volume -> models (Triton or onnxruntime) -> findings.
 
-from workers.inference.config import InferenceSettings
-from workers.inference.errors import (
-    CircuitOpenError,
-    DeadlineExceededError,
-    InferenceError,
-    PermanentInferenceError,
-    SeriesError,
-    TransientInferenceError,
-)
-from workers.inference.findings import Findings, ModelIdentity, NoduleFinding
-from workers.inference.pipeline import InferenceClient, analyse_series
-from workers.inference.runners import ModelRunner, OnnxRuntimeRunner, TritonRunner, make_runner
-from workers.inference.series import Volume, read_series
+Names are imported on first use: the gateway settings import `workers.inference.config`,
+and the DICOM listener must not pay for numpy, scipy, onnxruntime and tritonclient.
+"""
 
-__all__ = [
-    "CircuitOpenError",
-    "DeadlineExceededError",
-    "Findings",
-    "InferenceClient",
-    "InferenceError",
-    "InferenceSettings",
-    "ModelIdentity",
-    "ModelRunner",
-    "NoduleFinding",
-    "OnnxRuntimeRunner",
-    "PermanentInferenceError",
-    "SeriesError",
-    "TransientInferenceError",
-    "TritonRunner",
-    "Volume",
-    "analyse_series",
-    "make_runner",
-    "read_series",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "InferenceSettings": "config",
+    "CircuitOpenError": "errors",
+    "DeadlineExceededError": "errors",
+    "InferenceError": "errors",
+    "PermanentInferenceError": "errors",
+    "SeriesError": "errors",
+    "TransientInferenceError": "errors",
+    "Findings": "findings",
+    "ModelIdentity": "findings",
+    "NoduleFinding": "findings",
+    "InferenceClient": "pipeline",
+    "analyse_series": "pipeline",
+    "ModelRunner": "runners",
+    "OnnxRuntimeRunner": "runners",
+    "TritonRunner": "runners",
+    "make_runner": "runners",
+    "Volume": "series",
+    "read_series": "series",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
