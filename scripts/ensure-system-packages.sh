@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Debian packages the gateway's tests and benchmarks use as real peers:
 # DCMTK (modality tools), Orthanc (a real PACS), dicom3tools (dciodvfy), PostgreSQL.
+# With arguments: install exactly those packages instead (e.g. python3-venv).
 set -euo pipefail
-packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl)
+if (($# > 0)); then
+    packages=("$@")
+else
+    packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl)
+    # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
+    # ships it in a separate package.
+    python="$(command -v python3 || true)"
+    if [[ "$python" == /usr/bin/python3 ]]; then
+        version="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+        packages+=("libpython${version}")
+    fi
+fi
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
