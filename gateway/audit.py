@@ -23,6 +23,12 @@ class AuditKind(enum.StrEnum):
     INSTANCE_REPAIRED = "instance.repaired"
     STUDY_COMPLETE = "study.complete"
     STUDY_UPDATED = "study.updated"
+    RESULTS_STORED = "results.stored"
+    RESULTS_UNSUPPORTED = "results.unsupported"
+    DELIVERY_QUEUED = "delivery.queued"
+    DELIVERY_DELIVERED = "delivery.delivered"
+    DELIVERY_RETRY = "delivery.retry"
+    DELIVERY_FAILED = "delivery.failed"
 
 
 class Outcome(enum.StrEnum):

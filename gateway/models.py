@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -97,6 +98,43 @@ class Instance(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # to be sent (again) once next_attempt_at has passed
+    DELIVERED = "delivered"  # the destination confirmed it
+    FAILED = "failed"  # permanent error, or transient ones until max_attempts
+
+
+class Delivery(Base):
+    """One result object for one destination. `next_attempt_at` also leases a pending row to
+    the sender that claimed it: if that sender dies, the row falls due again."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    kind: Mapped[str] = mapped_column(String(16), doc="seg or sr")
+    file_path: Mapped[str] = mapped_column(Text, doc="Relative to the results directory.")
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, name="delivery_state", values_callable=lambda e: [m.value for m in e]),
+        default=DeliveryState.PENDING,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("destination", "sop_instance_uid", name="uq_deliveries_object"),
+        Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
+    )
 
 
 class AuditEvent(Base):

@@ -9,7 +9,6 @@ defaults.
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.ae_title import check_ae_title
+from gateway.delivery.config import DeliverySettings, Destination
+from gateway.results.config import ResultsSettings
 from workers.inference.config import InferenceSettings
 
 ENV_PREFIX = "PACS_GATEWAY_"
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE VR: no backslash
-
-
-def _check_ae_title(value: str) -> str:
-    stripped = value.strip()
-    if not stripped or not _AE_TITLE.match(value):
-        raise ValueError(
-            f"expected 1-16 printable ASCII characters without backslash, found {value!r}"
-        )
-    return stripped
 
 
 class AllowedPeer(BaseModel):
@@ -47,7 +39,7 @@ class AllowedPeer(BaseModel):
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, value: str) -> str:
-        return value if value == "*" else _check_ae_title(value)
+        return value if value == "*" else check_ae_title(value)
 
     @field_validator("host")
     @classmethod
@@ -110,7 +102,7 @@ class DicomSettings(BaseModel):
     @field_validator("ae_title")
     @classmethod
     def _ae(cls, value: str) -> str:
-        return _check_ae_title(value)
+        return check_ae_title(value)
 
 
 class StorageSettings(BaseModel):
@@ -149,6 +141,34 @@ class GatewaySettings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     assembly: AssemblySettings = Field(default_factory=AssemblySettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    results: ResultsSettings = Field(default_factory=ResultsSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    destinations: list[Destination] = Field(
+        default_factory=list, description="Where results go (C-STORE or STOW-RS)."
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_destinations(cls, value: list[Destination]) -> list[Destination]:
+        names = [d.name for d in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"expected unique destination names, found {duplicates} twice")
+        return value
+
+    def destination(self, name: str) -> Destination:
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise KeyError(f"expected a destination named {name!r}, found {self.destination_names}")
+
+    @property
+    def destination_names(self) -> list[str]:
+        return [d.name for d in self.destinations]
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,7 @@ from typing import Any
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 ORTHANC_AE = "ORTHANC"
 REST_TIMEOUT_S = 60.0
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 @dataclass
@@ -29,10 +30,22 @@ class RestReply:
 class Orthanc:
     """One Orthanc server process; `stop()` ends it."""
 
-    def __init__(self, workdir: Path, http_port: int, modalities: dict[str, list[Any]]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        http_port: int,
+        modalities: dict[str, list[Any]],
+        *,
+        dicom_port: int | None = None,
+        dicomweb: bool = False,
+    ) -> None:
+        """`dicom_port`: also a Storage SCP (AE ORTHANC, called AE checked); `dicomweb`:
+        the DICOMweb plugin at /dicom-web/ (Debian package orthanc-dicomweb)."""
         self.workdir = workdir
         self.http_port = http_port
+        self.dicom_port = dicom_port
         self.base_url = f"http://127.0.0.1:{http_port}"
+        self.dicomweb_url = f"{self.base_url}/dicom-web"
         self.log = workdir / "orthanc.log"
         self.config = workdir / "orthanc.json"
         self.config.write_text(
@@ -45,8 +58,10 @@ class Orthanc:
                     "RemoteAccessAllowed": False,
                     "AuthenticationEnabled": False,
                     "HttpServerEnabled": True,
-                    # Only an SCU here: no DICOM port of its own to collide with others.
-                    "DicomServerEnabled": False,
+                    # Without dicom_port only an SCU: no DICOM port to collide with others.
+                    "DicomServerEnabled": dicom_port is not None,
+                    "DicomPort": dicom_port or 4242,
+                    "DicomCheckCalledAet": True,
                     "DicomAet": ORTHANC_AE,
                     "DicomModalities": modalities,
                     "DicomScuTimeout": 10,
@@ -55,7 +70,8 @@ class Orthanc:
                     "SaveJobs": False,
                     "ConcurrentJobs": 1,
                     "HttpThreadsCount": 8,
-                    "Plugins": [],
+                    "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
+                    "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
                     "StorageCompression": False,
                     "OverwriteInstances": False,
                 },
@@ -163,6 +179,15 @@ class Orthanc:
         reply = self.get(f"/instances/{orthanc_id}/file")
         assert reply.status == 200, f"instance file: HTTP {reply.status}"
         return reply.body
+
+    def find_instance(self, sop_instance_uid: str) -> str | None:
+        """Orthanc's ID of the instance with this SOP Instance UID, if stored."""
+        reply = self.request("POST", "/tools/lookup", sop_instance_uid.encode(), "text/plain")
+        assert reply.status == 200, f"lookup: HTTP {reply.status}"
+        for item in reply.json():
+            if item.get("Type") == "Instance":
+                return str(item["ID"])
+        return None
 
     def study_instances(self, study_id: str) -> list[dict[str, Any]]:
         instances: list[dict[str, Any]] = self.get_json(f"/studies/{study_id}/instances")

@@ -34,6 +34,8 @@ class NoduleFinding:
     """Centroid as (slice, row, column) in the sorted volume."""
     slice_range: tuple[int, int]
     """First and last sorted slice index (inclusive) that contain the nodule."""
+    component_label: int = 0
+    """Its label in ``nodule_components(labels)``: how the results find its voxels."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,15 @@ def longest_diameter_mm(points_mm: NDArray[np.float64], max_points: int = 2000) 
 MIN_NODULE_VOLUME_MM3 = 4.0 / 3.0 * np.pi * 1.5**3
 
 
+def nodule_components(labels: NDArray[np.uint8]) -> NDArray[np.int32]:
+    """Connected components (26-connected) of the nodule label: 0 outside, 1..n inside.
+
+    Deterministic, so the results builders find each finding's voxels again by its
+    ``component_label``."""
+    components, _n = ndimage.label(labels == LABEL_NODULE, structure=_STRUCTURE)
+    return np.asarray(components, dtype=np.int32)
+
+
 def measure_nodules(
     labels: NDArray[np.uint8],
     volume: Volume,
@@ -55,10 +64,9 @@ def measure_nodules(
     diameter D measures about D). Components smaller than ``min_voxels`` voxels or
     ``min_volume_mm3`` are dropped.
     """
-    mask = labels == LABEL_NODULE
-    if not mask.any():
+    comp = nodule_components(labels)
+    if not comp.any():
         return []
-    comp, _n = ndimage.label(mask, structure=_STRUCTURE)
     objects = ndimage.find_objects(comp)
     results: list[tuple[int, NoduleFinding]] = []
     pixel = float(np.mean(volume.pixel_spacing))
@@ -97,6 +105,7 @@ def measure_nodules(
                         float(centroid_idx[2]),
                     ),
                     slice_range=(int(sl[0].start), int(sl[0].stop) - 1),
+                    component_label=i,
                 ),
             )
         )
@@ -112,6 +121,7 @@ def measure_nodules(
                 centroid_patient_mm=f.centroid_patient_mm,
                 centroid_index=f.centroid_index,
                 slice_range=f.slice_range,
+                component_label=f.component_label,
             )
         )
     return out
