@@ -74,7 +74,7 @@ def scripted_stow_server(status: int, body: Any | None) -> Iterator[ScriptedStow
     peer = ScriptedStow(f"http://127.0.0.1:{port}/dicom-web")
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             peer.requests.append(self.rfile.read(length))
             payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()

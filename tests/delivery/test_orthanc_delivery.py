@@ -86,9 +86,9 @@ def test_results_delivered_and_read_back_from_orthanc(
     }
     assert referenced == {seg_uid}
     seg = hd.seg.segread(tmp_path / "seg.dcm")
-    assert {
-        item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence
-    } == {study_in_pacs.case.findings.series_instance_uid}
+    assert {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence} == {
+        study_in_pacs.case.findings.series_instance_uid
+    }
     # WADO-RS sees the SEG series in the study as well
     study_uid = study_in_pacs.case.findings.study_instance_uid
     metadata = pacs.get_json(

@@ -40,7 +40,9 @@ def test_serve_refuses_an_unmigrated_database(settings: GatewaySettings) -> None
     from gateway.service import DatabaseNotMigrated, check_schema_current
 
     engine = make_engine(settings)
-    with pytest.raises(DatabaseNotMigrated, match=r"expected database schema revision \d{4}, found none"):
+    with pytest.raises(
+        DatabaseNotMigrated, match=r"expected database schema revision \d{4}, found none"
+    ):
         check_schema_current(settings, engine)
     engine.dispose()
 
