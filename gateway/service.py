@@ -1,4 +1,5 @@
-"""Long-running parts of `pacs-gateway serve`: listener processes and study assembly.
+"""Long-running parts of `pacs-gateway serve`: listener processes, study assembly and the
+delivery retry loop.
 
 One process is CPU-bound at a few hundred instances per second, so `listener_processes`
 > 1 starts that many listener processes; the main process accepts and hands connections to
@@ -20,6 +21,7 @@ from sqlalchemy import Engine
 
 from gateway.assembly import StudyAssembler
 from gateway.database import make_engine
+from gateway.delivery.deliverer import Deliverer
 from gateway.dicom.dispatch import READY, Acceptor, WorkerPool, receive_connections
 from gateway.dicom.listener import Listener, listener_endpoints, start_listener
 from gateway.logging_setup import configure_logging
@@ -115,6 +117,9 @@ def serve(
             name="study-assembly",
         )
     )
+    if settings.destinations:
+        deliverer = Deliverer(settings, engine)
+        threads.append(threading.Thread(target=deliverer.run, args=(stop,), name="delivery"))
     for thread in threads:
         thread.daemon = True
         thread.start()

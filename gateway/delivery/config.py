@@ -85,6 +85,9 @@ class DeliverySettings(BaseModel):
         default=120.0, gt=0, description="Wait for a C-STORE response or an HTTP reply."
     )
     batch_size: int = Field(default=50, ge=1, description="Objects per association or POST.")
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the gateway looks for deliveries due."
+    )
 
     def backoff_s(self, attempts: int) -> float:
         """Delay before attempt `attempts + 1`, after `attempts` failed ones."""

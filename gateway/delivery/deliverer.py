@@ -5,6 +5,7 @@ be lost; an outcome is recorded only after the destination answered."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
 
@@ -73,6 +74,15 @@ class Deliverer:
                     f" ({failed[0].reason})" if failed else "",
                 )
         return states
+
+    def run(self, stop: threading.Event) -> None:
+        """Retry what is due until `stop` is set (the pipeline sends new results itself)."""
+        while not stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception as exc:  # keep polling: the database may come back
+                LOGGER.error("delivery pass failed: %s", type(exc).__name__)
+            stop.wait(self.settings.delivery.poll_interval_s)
 
     def _send(self, name: str, batch: list[ClaimedDelivery]) -> list[SendOutcome]:
         objects = [

@@ -15,7 +15,7 @@ from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.delivery.config import DeliverySettings
 from gateway.delivery.outcome import SendOutcome
 from gateway.models import Delivery, DeliveryState
-from gateway.results.build import StoredResult
+from gateway.results.stored import StoredResult
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from gateway.results.identity import ResultUIDs
 from gateway.results.report import build_measurement_report
 from gateway.results.segmentation import build_segmentation
 from gateway.results.source import order_source_series
+from gateway.results.stored import StoredResult
 from workers.inference.findings import Findings
 
 
@@ -35,17 +36,6 @@ class ResultObject:
     @property
     def series_instance_uid(self) -> str:
         return str(self.dataset.SeriesInstanceUID)
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    kind: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    relative_path: str
-    """Relative to the results directory."""
 
 
 def build_results(

@@ -36,10 +36,11 @@ def scripted_storage_scp(
     status: int = 0x0000,
     hang_s: float = 0.0,
     ae_title: str = "SCRIPTED",
+    port: int | None = None,
 ) -> Iterator[ScriptedSCP]:
     """A Storage SCP for SR (and SEG unless `accept_seg` is False) that answers `status`
     after `hang_s` seconds."""
-    peer = ScriptedSCP(ae_title, free_port())
+    peer = ScriptedSCP(ae_title, port or free_port())
     ae = AE(ae_title=ae_title)
     ae.require_called_aet = True
     contexts = [Comprehensive3DSRStorage] + ([SegmentationStorage] if accept_seg else [])

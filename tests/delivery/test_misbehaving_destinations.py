@@ -3,6 +3,7 @@ permanent: failed at once), never reported as success, and audited."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -210,3 +211,36 @@ def test_stow_success_is_read_from_the_response_body(
         assert row.state == expected_state
         if expected_reason:
             assert expected_reason in (row.last_error or ""), row.last_error
+
+
+def test_destination_down_then_back_is_delivered_by_the_retry_loop(
+    settings: GatewaySettings, engine: Engine, small_results: list[ResultObject]
+) -> None:
+    port = free_port()
+    settings = settings_with(
+        settings,
+        dicom_peer(port),
+        backoff_initial_s=0.5,
+        backoff_multiplier=1.0,
+        poll_interval_s=0.2,
+        max_attempts=100,
+    )
+    publish_results(settings, engine, small_results)
+    stop = threading.Event()
+    loop = threading.Thread(target=Deliverer(settings, engine).run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not all(r.attempts >= 2 for r in delivery_rows(engine).values()):
+            assert time.monotonic() < deadline, "expected retries while the destination is down"
+            time.sleep(0.1)
+        assert {r.state for r in delivery_rows(engine).values()} == {DeliveryState.PENDING}
+        with scripted_storage_scp(port=port) as peer:
+            deadline = time.monotonic() + 20
+            while {r.state for r in delivery_rows(engine).values()} != {DeliveryState.DELIVERED}:
+                assert time.monotonic() < deadline, "expected delivery once it is back"
+                time.sleep(0.1)
+            assert sorted(peer.received) == sorted(o.sop_instance_uid for o in small_results)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
