@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -134,6 +136,82 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("destination", "sop_instance_uid", name="uq_deliveries_object"),
         Index("ix_deliveries_state_next_attempt", "state", "next_attempt_at"),
+    )
+
+
+class RoutingRule(Base):
+    """A routing rule (seeded from the settings, edited in the admin UI). Lower `position`
+    is tried first."""
+
+    __tablename__ = "routing_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    destinations: Mapped[list[str] | None] = mapped_column(JSON)
+    rerun_on_update: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    INFERRED = "inferred"
+    RESULTS_BUILT = "results_built"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # dead letter: a permanent error, or transient ones past the limit
+    CANCELLED = "cancelled"
+
+
+TERMINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Job(Base):
+    """One pipeline run for one study generation (its completion count) and model versions.
+    The unique key makes queueing idempotent; the stage timestamps make the task skip what
+    is done when it runs again."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    generation: Mapped[int] = mapped_column(Integer, doc="The study's completion_count.")
+    rule_name: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    model_key: Mapped[str] = mapped_column(String(255), doc="name:version of each model.")
+    series_instance_uid: Mapped[str] = mapped_column(UID, doc="The series sent to the models.")
+    destinations: Mapped[list[str]] = mapped_column(JSON)
+    priority: Mapped[str] = mapped_column(String(16))
+    state: Mapped[JobState] = mapped_column(
+        Enum(JobState, name="job_state", values_callable=lambda e: [m.value for m in e]),
+        default=JobState.QUEUED,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="Findings, no PHI.")
+    stage_seconds: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When the task was handed to the broker."
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inferred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    results_built_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "study_instance_uid", "pipeline", "model_key", "generation", name="uq_jobs_run"
+        ),
+        Index("ix_jobs_state", "state"),
     )
 
 

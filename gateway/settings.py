@@ -23,6 +23,7 @@ from pydantic_settings import (
 from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
 from gateway.results.config import ResultsSettings
+from gateway.routing.config import RoutingSettings
 from workers.inference.config import InferenceSettings
 
 ENV_PREFIX = "PACS_GATEWAY_"
@@ -146,6 +147,19 @@ class GatewaySettings(BaseSettings):
     destinations: list[Destination] = Field(
         default_factory=list, description="Where results go (C-STORE or STOW-RS)."
     )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+
+    @model_validator(mode="after")
+    def _rule_destinations_exist(self) -> GatewaySettings:
+        known = set(self.destination_names)
+        for rule in self.routing.rules:
+            unknown = sorted(set(rule.destinations or []) - known)
+            if unknown:
+                raise ValueError(
+                    f"routing rule {rule.name!r}: expected destinations among "
+                    f"{sorted(known)}, found {unknown}"
+                )
+        return self
 
     @field_validator("destinations")
     @classmethod

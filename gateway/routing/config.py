@@ -1,0 +1,135 @@
+"""Routing rules as settings (the seed of the `routing_rules` table the admin UI edits)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+# Attributes a condition can test. Series level: tested per series, and a rule selects the
+# series that pass all of them. Study level: tested once for the study.
+SERIES_ATTRIBUTES = (
+    "modality",
+    "body_part_examined",
+    "series_description",
+    "slice_thickness",
+    "series_instance_count",
+)
+STUDY_ATTRIBUTES = ("study_description", "calling_ae")
+NUMERIC_ATTRIBUTES = ("slice_thickness", "series_instance_count")
+Attribute = Literal[
+    "modality",
+    "body_part_examined",
+    "series_description",
+    "slice_thickness",
+    "series_instance_count",
+    "study_description",
+    "calling_ae",
+]
+Operator = Literal[
+    "equals",  # case-insensitive, surrounding spaces ignored
+    "not_equals",
+    "in",  # value is a list; equals any
+    "contains",  # case-insensitive substring
+    "matches",  # Python regular expression, searched, case-insensitive
+    "less_than",
+    "less_or_equal",
+    "greater_than",
+    "greater_or_equal",
+]
+_NUMERIC_OPERATORS = ("less_than", "less_or_equal", "greater_than", "greater_or_equal")
+
+PIPELINES = ("lung_nodules",)
+
+
+class Priority(enum.StrEnum):
+    URGENT = "urgent"
+    ROUTINE = "routine"
+
+
+class Condition(BaseModel):
+    """`attribute operator value`; a missing attribute never satisfies a condition (except
+    `not_equals`)."""
+
+    attribute: Attribute
+    operator: Operator = "equals"
+    value: str | float | list[str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Condition:
+        if self.operator == "in" and not isinstance(self.value, list):
+            raise ValueError(f"operator 'in' expects a list value, found {self.value!r}")
+        if self.operator != "in" and isinstance(self.value, list):
+            raise ValueError(f"operator {self.operator!r} expects one value, found a list")
+        if self.operator in _NUMERIC_OPERATORS:
+            if self.attribute not in NUMERIC_ATTRIBUTES:
+                raise ValueError(
+                    f"operator {self.operator!r} expects a numeric attribute "
+                    f"({', '.join(NUMERIC_ATTRIBUTES)}), found {self.attribute!r}"
+                )
+            try:
+                float(self.value)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"operator {self.operator!r} expects a number, found {self.value!r}"
+                ) from exc
+        if self.operator == "matches":
+            try:
+                re.compile(str(self.value))
+            except re.error as exc:
+                raise ValueError(
+                    f"expected a valid regular expression, found {self.value!r}: {exc}"
+                ) from exc
+        return self
+
+
+class RuleSettings(BaseModel):
+    """A routing rule. Rules are tried in order; the first enabled rule that matches wins.
+    A rule without conditions matches every study: put one last as the default."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    enabled: bool = True
+    priority: Priority = Priority.ROUTINE
+    conditions: list[Condition] = Field(default_factory=list)
+    pipeline: str = "lung_nodules"
+    destinations: list[str] | None = Field(
+        default=None, description="Destination names; None means every destination."
+    )
+    rerun_on_update: bool = Field(
+        default=False, description="Run again when late instances update a processed study."
+    )
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, value: str) -> str:
+        if value not in PIPELINES:
+            raise ValueError(f"expected a pipeline in {list(PIPELINES)}, found {value!r}")
+        return value
+
+
+class SeriesSelectionSettings(BaseModel):
+    """Which of the selected series goes to the model: the thinnest axial CT series with
+    enough slices (ties: more slices, then lower series number)."""
+
+    modalities: list[str] = Field(default_factory=lambda: ["CT"])
+    min_slices: int = Field(default=8, ge=1)
+    max_slices: int = Field(default=2000, ge=1)
+    axial_tolerance_deg: float = Field(
+        default=30.0, ge=0, le=90, description="Slice normal within this of the body axis."
+    )
+
+
+class RoutingSettings(BaseModel):
+    rules: list[RuleSettings] = Field(default_factory=list)
+    series_selection: SeriesSelectionSettings = Field(default_factory=SeriesSelectionSettings)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique(cls, value: list[RuleSettings]) -> list[RuleSettings]:
+        names = [r.name for r in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"expected unique rule names, found {duplicates} twice")
+        return value
