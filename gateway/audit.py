@@ -29,6 +29,18 @@ class AuditKind(enum.StrEnum):
     DELIVERY_DELIVERED = "delivery.delivered"
     DELIVERY_RETRY = "delivery.retry"
     DELIVERY_FAILED = "delivery.failed"
+    STUDY_ROUTED = "study.routed"
+    STUDY_NOT_ROUTED = "study.not_routed"
+    JOB_QUEUED = "job.queued"
+    JOB_STARTED = "job.started"
+    JOB_INFERRED = "job.inferred"
+    JOB_RESULTS_BUILT = "job.results_built"
+    JOB_DELIVERED = "job.delivered"
+    JOB_RETRY = "job.retry"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_REQUEUED = "job.requeued"
+    RULE_SEEDED = "rule.seeded"
 
 
 class Outcome(enum.StrEnum):

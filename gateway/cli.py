@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,59 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "migrate, then run every part on this machine with embedded defaults"),
         ("check-config", "validate the settings and print them"),
         ("triton", "run the bundled Triton Inference Server on triton_models/ until stopped"),
+        ("worker", "run a Celery worker that processes jobs"),
+        ("jobs", "list the most recent jobs"),
+        ("selftest", "send a phantom study through the running gateway and check the results"),
     ):
         _common_options(commands.add_parser(name, help=text, description=text))
+    for name, text in (
+        ("retry-job", "queue a failed or cancelled job again"),
+        ("cancel-job", "cancel an unfinished job"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        _common_options(sub)
+        sub.add_argument("job_id", type=int)
+        sub.add_argument("--user", default=os.environ.get("USER", "cli"), help="for the audit log")
     return parser
+
+
+def _cli_args(args: argparse.Namespace) -> list[str]:
+    """The common options again, for a child process."""
+    out: list[str] = []
+    for option, value in (
+        ("--config", args.config),
+        ("--data-dir", args.data_dir),
+        ("--dicom-port", args.dicom_port),
+        ("--http-port", args.http_port),
+    ):
+        if value is not None:
+            out += [option, str(value)]
+    return out
+
+
+def _job_command(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway.database import make_engine
+    from gateway.jobs.control import JobActionRefused, cancel_job, list_jobs, retry_job
+
+    engine = make_engine(settings)
+    try:
+        if args.command == "jobs":
+            for job in list_jobs(engine):
+                print(
+                    f"{job.id:6d}  {job.state.value:13s} attempts={job.attempts} "
+                    f"rule={job.rule_name} study={job.study_instance_uid}"
+                    + (f"  error: {job.last_error}" if job.last_error else "")
+                )
+            return 0
+        action = retry_job if args.command == "retry-job" else cancel_job
+        action(engine, args.job_id, args.user)
+        print(f"job {args.job_id}: {args.command.removesuffix('-job')} done")
+        return 0
+    except JobActionRefused as exc:
+        print(f"pacs-gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
 
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
@@ -56,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         from workers.triton_server import run_triton_forever
 
         return run_triton_forever(settings.inference)
+    if args.command in ("jobs", "retry-job", "cancel-job"):
+        return _job_command(args, settings)
+    if args.command == "worker":
+        from workers.celery_app import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.command == "selftest":
+        from gateway.selftest import run_selftest
+
+        return run_selftest(settings)
     if args.command in ("migrate", "run"):
         from gateway import migrate
 
@@ -65,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.service import DatabaseNotMigrated, serve
 
     try:
+        if args.command == "run":
+            from gateway.run_all import run_everything
+
+            return run_everything(settings, _cli_args(args))
         serve(settings)
     except DatabaseNotMigrated as exc:
         print(f"pacs-gateway: {exc}", file=sys.stderr)

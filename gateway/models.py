@@ -61,6 +61,9 @@ class Study(Base):
     reopened_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), doc="When a late instance last reopened the complete study."
     )
+    routed_generation: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="The completion_count last routed."
+    )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 

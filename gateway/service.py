@@ -1,5 +1,5 @@
-"""Long-running parts of `pacs-gateway serve`: listener processes, study assembly and the
-delivery retry loop.
+"""Long-running parts of `pacs-gateway serve`: listener processes, study assembly, the
+router that turns complete studies into jobs on the broker, and the delivery retry loop.
 
 One process is CPU-bound at a few hundred instances per second, so `listener_processes`
 > 1 starts that many listener processes; the main process accepts and hands connections to
@@ -24,6 +24,7 @@ from gateway.database import make_engine
 from gateway.delivery.deliverer import Deliverer
 from gateway.dicom.dispatch import READY, Acceptor, WorkerPool, receive_connections
 from gateway.dicom.listener import Listener, listener_endpoints, start_listener
+from gateway.jobs.router import StudyRouter
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
 from gateway.settings import GatewaySettings
@@ -117,6 +118,14 @@ def serve(
             name="study-assembly",
         )
     )
+    from workers.celery_app import make_celery, send_job
+
+    celery = make_celery(settings)
+    router = StudyRouter(
+        settings, engine, lambda job_id, priority: send_job(celery, job_id, priority)
+    )
+    router.seed()
+    threads.append(threading.Thread(target=router.run, args=(stop,), name="router"))
     if settings.destinations:
         deliverer = Deliverer(settings, engine)
         threads.append(threading.Thread(target=deliverer.run, args=(stop,), name="delivery"))

@@ -25,6 +25,7 @@ from gateway.delivery.config import DeliverySettings, Destination
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
 from workers.inference.config import InferenceSettings
+from workers.pipeline.config import PipelineSettings
 
 ENV_PREFIX = "PACS_GATEWAY_"
 
@@ -148,6 +149,7 @@ class GatewaySettings(BaseSettings):
         default_factory=list, description="Where results go (C-STORE or STOW-RS)."
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     @model_validator(mode="after")
     def _rule_destinations_exist(self) -> GatewaySettings:
@@ -183,6 +185,10 @@ class GatewaySettings(BaseSettings):
     @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from gateway.audit import AuditKind, audit_row, record
 from gateway.database import writer_queue
@@ -22,24 +22,36 @@ def publish_results(
     destinations: Sequence[str] | None = None,
 ) -> list[StoredResult]:
     """Store the objects and queue each for every destination (default: all configured)."""
+    stored = write_results(settings, objects)
+    names = list(settings.destination_names if destinations is None else destinations)
+    with writer_queue(engine), engine.begin() as connection:
+        record_and_queue(connection, stored, names)
+    return stored
+
+
+def write_results(settings: GatewaySettings, objects: Sequence[ResultObject]) -> list[StoredResult]:
+    """The files, durably, under settings.results_dir (no database change)."""
     spool = Spool(
         settings.results_dir,
         min_free_bytes=settings.storage.min_free_mb * 1024 * 1024,
         fsync=settings.storage.fsync,
     )
-    stored = store_results(objects, settings.results_dir, spool)
-    names = list(settings.destination_names if destinations is None else destinations)
-    with writer_queue(engine), engine.begin() as connection:
-        for result in stored:
-            record(
-                connection,
-                audit_row(
-                    AuditKind.RESULTS_STORED,
-                    actor="results",
-                    study_instance_uid=result.study_instance_uid,
-                    sop_instance_uid=result.sop_instance_uid,
-                    detail={"kind": result.kind, "series": result.series_instance_uid},
-                ),
-            )
-        queue_deliveries(connection, stored, names)
-    return stored
+    return store_results(objects, settings.results_dir, spool)
+
+
+def record_and_queue(
+    connection: Connection, stored: Sequence[StoredResult], destinations: Sequence[str]
+) -> None:
+    """Audit the stored objects and queue their deliveries, in the caller's transaction."""
+    for result in stored:
+        record(
+            connection,
+            audit_row(
+                AuditKind.RESULTS_STORED,
+                actor="results",
+                study_instance_uid=result.study_instance_uid,
+                sop_instance_uid=result.sop_instance_uid,
+                detail={"kind": result.kind, "series": result.series_instance_uid},
+            ),
+        )
+    queue_deliveries(connection, stored, destinations)

@@ -120,6 +120,14 @@ class SeriesSelectionSettings(BaseModel):
         default=30.0, ge=0, le=90, description="Slice normal within this of the body axis."
     )
 
+    @model_validator(mode="after")
+    def _slice_range(self) -> SeriesSelectionSettings:
+        if self.min_slices > self.max_slices:
+            raise ValueError(
+                f"expected min_slices <= max_slices, found {self.min_slices} > {self.max_slices}"
+            )
+        return self
+
 
 class RoutingSettings(BaseModel):
     rules: list[RuleSettings] = Field(default_factory=list)

@@ -1,8 +1,10 @@
 """Preprocessing shared by training and inference: windowing, resampling, normalisation.
 
-The models see axial slices resampled to a fixed grid of ``MODEL_SIZE`` x ``MODEL_SIZE``
-pixels of ``MODEL_SPACING_MM`` mm, centred on the image centre, HU clipped to
-``HU_WINDOW`` and scaled by ``(hu - HU_CENTER) / HU_SCALE``.
+The models see axial slices resampled to a fixed grid centred on the image centre, HU
+clipped to ``HU_WINDOW`` and scaled by ``(hu - HU_CENTER) / HU_SCALE``. The segmentation
+U-Net uses ``MODEL_SIZE`` x ``MODEL_SIZE`` pixels of ``MODEL_SPACING_MM`` mm; the nodule
+classifier uses the same 384 mm field of view on a finer grid, ``CNN_SIZE`` x ``CNN_SIZE``
+pixels of ``CNN_SPACING_MM`` mm, so that a 3 mm nodule covers more than two pixels.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from numpy.typing import NDArray
 
 MODEL_SIZE = 160
 MODEL_SPACING_MM = 2.4
+CNN_SIZE = 320
+CNN_SPACING_MM = 1.2
 HU_WINDOW = (-1000.0, 500.0)
 HU_CENTER = -250.0
 HU_SCALE = 750.0
@@ -66,18 +70,22 @@ def normalise_hu(hu: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def to_model_input(
+    hu_slices: NDArray[np.floating],
+    pixel_spacing: tuple[float, float],
+    size: int = MODEL_SIZE,
+    spacing_mm: float = MODEL_SPACING_MM,
+) -> NDArray[np.float32]:
+    """(S, rows, cols) HU -> (S, 1, size, size) float32 model input (default: U-Net grid)."""
+    src = np.asarray(hu_slices, dtype=np.float32)
+    res = resample_slices(src, pixel_spacing, (spacing_mm, spacing_mm), (size, size), AIR_HU)
+    return normalise_hu(res)[:, None, :, :]
+
+
+def to_cnn_input(
     hu_slices: NDArray[np.floating], pixel_spacing: tuple[float, float]
 ) -> NDArray[np.float32]:
-    """(S, rows, cols) HU -> (S, 1, MODEL_SIZE, MODEL_SIZE) float32 model input."""
-    src = np.asarray(hu_slices, dtype=np.float32)
-    res = resample_slices(
-        src,
-        pixel_spacing,
-        (MODEL_SPACING_MM, MODEL_SPACING_MM),
-        (MODEL_SIZE, MODEL_SIZE),
-        fill=AIR_HU,
-    )
-    return normalise_hu(res)[:, None, :, :]
+    """(S, rows, cols) HU -> (S, 1, CNN_SIZE, CNN_SIZE) float32 input of the nodule CNN."""
+    return to_model_input(hu_slices, pixel_spacing, CNN_SIZE, CNN_SPACING_MM)
 
 
 def from_model_grid(

@@ -1,0 +1,119 @@
+"""Operator actions on jobs: retry a failed or cancelled job, cancel an unfinished one.
+Each is an audit event with the user who asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, update
+
+from gateway.audit import AuditKind, audit_row, record, utcnow
+from gateway.database import writer_queue
+from gateway.models import TERMINAL_JOB_STATES, Delivery, DeliveryState, Job, JobState
+
+
+class JobActionRefused(Exception):
+    """The job is not in a state that allows the action."""
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: int
+    study_instance_uid: str
+    rule_name: str
+    state: JobState
+    attempts: int
+    last_error: str | None
+
+
+def list_jobs(engine: Engine, limit: int = 50) -> list[JobSummary]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                Job.id,
+                Job.study_instance_uid,
+                Job.rule_name,
+                Job.state,
+                Job.attempts,
+                Job.last_error,
+            )
+            .order_by(Job.id.desc())
+            .limit(limit)
+        ).all()
+    return [JobSummary(*row) for row in rows]
+
+
+def retry_job(engine: Engine, job_id: int, user: str) -> None:
+    """Queue a failed or cancelled job again; its failed deliveries become pending. Stages
+    already done are skipped by the task."""
+    now = utcnow()
+    with writer_queue(engine), engine.begin() as connection:
+        job = connection.execute(
+            select(Job.state, Job.study_instance_uid, Job.summary).where(Job.id == job_id)
+        ).one_or_none()
+        if job is None:
+            raise JobActionRefused(f"expected job {job_id} to exist, found none")
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise JobActionRefused(
+                f"expected job {job_id} failed or cancelled to retry it, found {job.state.value}"
+            )
+        connection.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                state=JobState.QUEUED,
+                enqueued_at=None,
+                finished_at=None,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+        uids = [r["sop_instance_uid"] for r in (job.summary or {}).get("results", [])]
+        if uids:
+            connection.execute(
+                update(Delivery)
+                .where(Delivery.sop_instance_uid.in_(uids), Delivery.state == DeliveryState.FAILED)
+                .values(
+                    state=DeliveryState.PENDING, attempts=0, next_attempt_at=now, updated_at=now
+                )
+            )
+        record(
+            connection,
+            audit_row(
+                AuditKind.JOB_REQUEUED,
+                actor=user,
+                study_instance_uid=job.study_instance_uid,
+                detail={"job": job_id, "was": job.state.value},
+                occurred_at=now,
+            ),
+        )
+
+
+def cancel_job(engine: Engine, job_id: int, user: str) -> None:
+    """Stop an unfinished job: a running task stops before its next stage."""
+    now = utcnow()
+    with writer_queue(engine), engine.begin() as connection:
+        job = connection.execute(
+            select(Job.state, Job.study_instance_uid).where(Job.id == job_id)
+        ).one_or_none()
+        if job is None:
+            raise JobActionRefused(f"expected job {job_id} to exist, found none")
+        if job.state in TERMINAL_JOB_STATES:
+            raise JobActionRefused(
+                f"expected an unfinished job {job_id} to cancel, found {job.state.value}"
+            )
+        connection.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(state=JobState.CANCELLED, finished_at=now, updated_at=now)
+        )
+        record(
+            connection,
+            audit_row(
+                AuditKind.JOB_CANCELLED,
+                actor=user,
+                study_instance_uid=job.study_instance_uid,
+                detail={"job": job_id, "was": job.state.value},
+                occurred_at=now,
+            ),
+        )

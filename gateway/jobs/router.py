@@ -1,0 +1,205 @@
+"""Complete studies to jobs (routing rules, series selection), then jobs to the broker.
+
+A job row is committed first; the task is sent after the commit, and `enqueued_at` marks it
+sent. A crash in between leaves a queued job with no `enqueued_at`, which the next pass
+sends; a crash after sending but before marking sends it twice, which the idempotent task
+absorbs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
+from gateway.database import writer_queue
+from gateway.models import Job, JobState, Study, StudyState
+from gateway.routing.config import RuleSettings
+from gateway.routing.rules import route_study
+from gateway.routing.seed import load_rules, seed_rules
+from gateway.routing.selection import select_series
+from gateway.settings import GatewaySettings
+
+LOGGER = logging.getLogger(__name__)
+
+SendJob = Callable[[int, str], None]
+"""send(job_id, priority): hand a job to the broker."""
+
+
+def model_key(settings: GatewaySettings) -> str:
+    i = settings.inference
+    return (
+        f"{i.segmentation_model}:{i.segmentation_model_version or 'latest'}+"
+        f"{i.classification_model}:{i.classification_model_version or 'latest'}"
+    )
+
+
+class StudyRouter:
+    def __init__(self, settings: GatewaySettings, engine: Engine, send: SendJob) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.send = send
+        self._writers = writer_queue(engine)
+
+    def seed(self) -> int:
+        with self._writers, self.engine.begin() as connection:
+            return seed_rules(connection, self.settings.routing.rules)
+
+    def route_complete_studies(self) -> list[int]:
+        """Route every complete study whose current generation was not routed yet; returns
+        the IDs of the jobs made."""
+        made: list[int] = []
+        with self._writers, self.engine.begin() as connection:
+            studies = connection.execute(
+                select(Study.id, Study.study_instance_uid, Study.completion_count).where(
+                    Study.state == StudyState.COMPLETE,
+                    Study.completion_count > Study.routed_generation,
+                )
+            ).all()
+            if not studies:
+                return made
+            rules = load_rules(connection)
+            for study_id, study_uid, generation in studies:
+                claimed = connection.execute(
+                    update(Study)
+                    .where(Study.id == study_id, Study.routed_generation < generation)
+                    .values(routed_generation=generation)
+                ).rowcount
+                if claimed == 1:
+                    made += self._route(connection, study_id, study_uid, generation, rules)
+        return made
+
+    def _not_routed(self, connection: Connection, study_uid: str, reason: str) -> list[int]:
+        record(
+            connection,
+            audit_row(
+                AuditKind.STUDY_NOT_ROUTED,
+                Outcome.SUCCESS,
+                actor="router",
+                study_instance_uid=study_uid,
+                detail={"reason": reason},
+            ),
+        )
+        LOGGER.info("study %s not routed: %s", study_uid, reason)
+        return []
+
+    def _route(
+        self,
+        connection: Connection,
+        study_id: int,
+        study_uid: str,
+        generation: int,
+        rules: Sequence[RuleSettings],
+    ) -> list[int]:
+        decision = route_study(connection, study_uid, rules)
+        matched, rule = decision.matched, decision.rule
+        if matched is None or rule is None:
+            tried = [r.name for r in rules if r.enabled]
+            return self._not_routed(
+                connection, study_uid, f"no enabled rule matched (tried {tried or 'none'})"
+            )
+        key = model_key(self.settings)
+        earlier = connection.execute(
+            select(Job.id).where(
+                Job.study_instance_uid == study_uid,
+                Job.pipeline == rule.pipeline,
+                Job.model_key == key,
+            )
+        ).first()
+        if earlier is not None and not rule.rerun_on_update:
+            return self._not_routed(
+                connection,
+                study_uid,
+                f"rule {rule.name!r}: study updated after its job ran; rerun_on_update is off",
+            )
+        choice = select_series(
+            connection,
+            self.settings.spool_dir,
+            list(matched.series_instance_uids),
+            self.settings.routing.series_selection,
+        )
+        if choice.series_instance_uid is None:
+            return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {choice.reason}")
+        now = utcnow()
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        destinations = (
+            list(rule.destinations)
+            if rule.destinations is not None
+            else self.settings.destination_names
+        )
+        job_id = connection.execute(
+            insert(Job)
+            .values(
+                study_id=study_id,
+                study_instance_uid=study_uid,
+                generation=generation,
+                rule_name=rule.name,
+                pipeline=rule.pipeline,
+                model_key=key,
+                series_instance_uid=choice.series_instance_uid,
+                destinations=destinations,
+                priority=rule.priority.value,
+                state=JobState.QUEUED,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(
+                index_elements=["study_instance_uid", "pipeline", "model_key", "generation"]
+            )
+            .returning(Job.id)
+        ).scalar()
+        if job_id is None:
+            return []
+        record(
+            connection,
+            audit_row(
+                AuditKind.STUDY_ROUTED,
+                actor="router",
+                study_instance_uid=study_uid,
+                detail={"rule": rule.name, "series": choice.series_instance_uid},
+                occurred_at=now,
+            ),
+            audit_row(
+                AuditKind.JOB_QUEUED,
+                actor="router",
+                study_instance_uid=study_uid,
+                detail={
+                    "job": job_id,
+                    "pipeline": rule.pipeline,
+                    "generation": generation,
+                    "priority": rule.priority.value,
+                    "destinations": destinations,
+                },
+                occurred_at=now,
+            ),
+        )
+        return [int(job_id)]
+
+    def dispatch_queued(self) -> int:
+        """Send every queued job not yet handed to the broker (urgent first)."""
+        with self.engine.connect() as connection:
+            jobs = connection.execute(
+                select(Job.id, Job.priority)
+                .where(Job.state == JobState.QUEUED, Job.enqueued_at.is_(None))
+                .order_by(Job.priority != "urgent", Job.id)
+            ).all()
+        for job_id, priority in jobs:
+            self.send(job_id, priority)
+            with self._writers, self.engine.begin() as connection:
+                connection.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+        return len(jobs)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.route_complete_studies()
+                self.dispatch_queued()
+            except Exception as exc:  # keep going: the database or broker may come back
+                LOGGER.error("routing pass failed: %s: %s", type(exc).__name__, exc)
+            stop.wait(self.settings.pipeline.router_poll_interval_s)

@@ -1,0 +1,53 @@
+"""`pacs-gateway run`: every part on one machine. The bundled Triton (when the inference
+runner is Triton), one Celery worker process tree, and `serve` (listener, assembly, router,
+delivery) in this process; the broker is Redis when reachable, else embedded (SQLite)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+
+from gateway.settings import GatewaySettings
+
+LOGGER = logging.getLogger(__name__)
+
+
+def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
+    from gateway.service import serve
+    from workers.celery_app import resolve_broker_url
+
+    broker_url = resolve_broker_url(settings)
+    settings = settings.model_copy(
+        update={"pipeline": settings.pipeline.model_copy(update={"broker_url": broker_url})}
+    )
+    LOGGER.info("broker: %s", broker_url.split("@")[-1])
+    with ExitStack() as stack:
+        if settings.inference.runner == "triton":
+            from workers.triton_server import TritonServer
+
+            triton = TritonServer.from_settings(
+                settings.inference, log_path=settings.data_dir / "tritonserver.log"
+            )
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(triton)
+            LOGGER.info("Triton ready on %s", triton.grpc_url)
+        env = {**os.environ, "PACS_GATEWAY_PIPELINE__BROKER_URL": broker_url}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker", *cli_args], env=env
+        )
+        stack.callback(_stop, worker)
+        serve(settings)
+    return 0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -1,0 +1,336 @@
+"""One job through its stages: infer, build results, deliver. Each stage records its end in
+the job row with an audit event; a rerun (retry, redelivery after a lost worker) skips the
+stages already done, and derived UIDs make rebuilt objects the same objects."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
+from gateway.database import writer_queue
+from gateway.delivery.deliverer import Deliverer
+from gateway.dicom.spool import SpoolFull
+from gateway.models import (
+    TERMINAL_JOB_STATES,
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    Series,
+)
+from gateway.results.build import build_results
+from gateway.results.identity import ResultUIDs
+from gateway.results.publish import record_and_queue, write_results
+from gateway.results.source import UnsupportedSeries, read_source_series
+from gateway.results.stored import StoredResult
+from gateway.settings import GatewaySettings
+from workers.inference.errors import PermanentInferenceError, TransientInferenceError
+from workers.inference.findings import Findings
+from workers.inference.pipeline import InferenceClient
+from workers.pipeline.findings_store import load_findings, save_findings, summarise
+
+LOGGER = logging.getLogger(__name__)
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help; the job goes to the dead-letter state `failed`."""
+
+
+class TransientJobError(Exception):
+    """A later attempt may succeed (Triton down, disk full, destination unreachable)."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: JobState
+    retry_in_s: float | None = None
+    message: str = ""
+
+
+def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return round((_aware(later) - _aware(earlier)).total_seconds(), 3)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; every stored time is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        engine: Engine,
+        client_factory: Callable[[], InferenceClient],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._client_factory = client_factory
+        self._client: InferenceClient | None = None
+        self._writers = writer_queue(engine)
+
+    @property
+    def client(self) -> InferenceClient:
+        if self._client is None:  # made in the worker process, after the fork
+            self._client = self._client_factory()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # --- database helpers -------------------------------------------------------------
+    def _job(self, connection: Connection, job_id: int) -> Job:
+        job = connection.execute(select(Job).where(Job.id == job_id)).one_or_none()
+        if job is None:
+            raise PermanentJobError(f"expected job {job_id} in the database, found none")
+        return job  # type: ignore[return-value]  # a Row with Job's columns
+
+    def _update(
+        self,
+        job_id: int,
+        kind: AuditKind | None,
+        outcome: Outcome = Outcome.SUCCESS,
+        detail: dict[str, Any] | None = None,
+        stage_seconds: dict[str, float | None] | None = None,
+        **values: Any,
+    ) -> None:
+        now = utcnow()
+        with self._writers, self.engine.begin() as connection:
+            job = self._job(connection, job_id)
+            if stage_seconds:
+                merged = dict(job.stage_seconds or {})
+                merged.update({k: v for k, v in stage_seconds.items() if v is not None})
+                values["stage_seconds"] = merged
+            connection.execute(update(Job).where(Job.id == job_id).values(updated_at=now, **values))
+            if kind is not None:
+                record(
+                    connection,
+                    audit_row(
+                        kind,
+                        outcome,
+                        actor="worker",
+                        study_instance_uid=job.study_instance_uid,
+                        detail={"job": job_id, **(detail or {})},
+                        occurred_at=now,
+                    ),
+                )
+
+    # --- the job ----------------------------------------------------------------------
+    def run(self, job_id: int) -> JobOutcome:
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)
+        if job.state in TERMINAL_JOB_STATES:
+            return JobOutcome(job.state, message="already finished")
+        now = utcnow()
+        first_start = job.started_at is None
+        self._update(
+            job_id,
+            AuditKind.JOB_STARTED,
+            detail={"attempt": job.attempts + 1, "state": job.state.value},
+            stage_seconds={"queue_wait": _seconds(now, job.enqueued_at)} if first_start else None,
+            attempts=job.attempts + 1,
+            started_at=job.started_at or now,
+            state=JobState.RUNNING if job.state == JobState.QUEUED else job.state,
+        )
+        try:
+            findings = self._inferred(job_id)
+            if findings is None:
+                return JobOutcome(JobState.CANCELLED, message="cancelled")
+            stored = self._results(job_id, findings)
+            if stored is None:
+                return JobOutcome(JobState.CANCELLED, message="cancelled")
+            return self._delivered(job_id, stored)
+        except (PermanentJobError, PermanentInferenceError, UnsupportedSeries) as exc:
+            return self.fail(job_id, _describe(exc))
+        except (TransientJobError, TransientInferenceError, SpoolFull) as exc:
+            message = _describe(exc)
+            self._update(
+                job_id,
+                AuditKind.JOB_RETRY,
+                Outcome.FAILURE,
+                detail={"reason": message},
+                last_error=message,
+            )
+            return JobOutcome(JobState.RUNNING, retry_in_s=0.0, message=message)
+
+    def fail(self, job_id: int, message: str) -> JobOutcome:
+        """Dead letter: the job stops here with its reason (an operator may retry it)."""
+        now = utcnow()
+        self._update(
+            job_id,
+            AuditKind.JOB_FAILED,
+            Outcome.FAILURE,
+            detail={"reason": message},
+            state=JobState.FAILED,
+            last_error=message,
+            finished_at=now,
+        )
+        LOGGER.warning("job %d failed: %s", job_id, message)
+        return JobOutcome(JobState.FAILED, message=message)
+
+    def _cancelled(self, job_id: int) -> bool:
+        with self.engine.connect() as connection:
+            return self._job(connection, job_id).state == JobState.CANCELLED
+
+    def _findings_path(self, job_id: int) -> Path:
+        return self.settings.jobs_dir / str(job_id) / "findings.npz"
+
+    def _series_paths(self, series_instance_uid: str) -> list[Path]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(Instance.file_path)
+                .join(Series, Instance.series_id == Series.id)
+                .where(Series.series_instance_uid == series_instance_uid)
+            ).scalars()
+            paths = [self.settings.spool_dir / p for p in rows]
+        missing = [p for p in paths if not p.is_file()]
+        if not paths or missing:
+            raise PermanentJobError(
+                f"expected {len(paths)} spool file(s) of the series, found {len(missing)} missing"
+            )
+        return paths
+
+    def _inferred(self, job_id: int) -> Findings | None:
+        path = self._findings_path(job_id)
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)
+        if job.inferred_at is not None and path.is_file():
+            return load_findings(path)
+        if self._cancelled(job_id):
+            return None
+        findings = self.client.analyse_files(self._series_paths(job.series_instance_uid))
+        save_findings(findings, path)
+        t = findings.timings_s
+        self._update(
+            job_id,
+            AuditKind.JOB_INFERRED,
+            detail={"nodules": len(findings.nodules), "runner": findings.runner},
+            stage_seconds={
+                "load_preprocess": round(t.get("read", 0.0) + t.get("preprocess", 0.0), 3),
+                "inference": round(
+                    t.get("check_models", 0.0)
+                    + t.get("segmentation", 0.0)
+                    + t.get("classification", 0.0),
+                    3,
+                ),
+                "postprocess": round(t.get("postprocess", 0.0), 3),
+            },
+            state=JobState.INFERRED,
+            inferred_at=utcnow(),
+            summary=summarise(findings),
+        )
+        return findings
+
+    def _results(self, job_id: int, findings: Findings) -> list[StoredResult] | None:
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)
+        if job.results_built_at is not None and job.summary and "results" in job.summary:
+            return [StoredResult(**r) for r in job.summary["results"]]
+        if self._cancelled(job_id):
+            return None
+        started = time.perf_counter()
+        with self.engine.connect() as connection:
+            paths = [
+                self.settings.spool_dir / p
+                for p in connection.execute(
+                    select(Instance.file_path)
+                    .join(Series, Instance.series_id == Series.id)
+                    .where(Series.series_instance_uid == job.series_instance_uid)
+                ).scalars()
+            ]
+        uids = ResultUIDs.for_findings(findings, pipeline=f"{job.pipeline}#{job.generation}")
+        objects = build_results(read_source_series(paths), findings, self.settings.results, uids)
+        stored = write_results(self.settings, objects)
+        elapsed = round(time.perf_counter() - started, 3)
+        now = utcnow()
+        with self._writers, self.engine.begin() as connection:
+            record_and_queue(connection, stored, job.destinations)
+            summary = dict(job.summary or {})
+            summary["results"] = [r.__dict__ for r in stored]
+            merged = dict(job.stage_seconds or {})
+            merged["results_build"] = elapsed
+            connection.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    state=JobState.RESULTS_BUILT,
+                    results_built_at=now,
+                    summary=summary,
+                    stage_seconds=merged,
+                    updated_at=now,
+                )
+            )
+            record(
+                connection,
+                audit_row(
+                    AuditKind.JOB_RESULTS_BUILT,
+                    actor="worker",
+                    study_instance_uid=job.study_instance_uid,
+                    detail={"job": job_id, "objects": [r.kind for r in stored]},
+                    occurred_at=now,
+                ),
+            )
+        return stored
+
+    def _delivered(self, job_id: int, stored: list[StoredResult]) -> JobOutcome:
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)
+        started = time.perf_counter()
+        if job.destinations:
+            Deliverer(self.settings, self.engine).deliver_due(job.study_instance_uid)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    Delivery.destination,
+                    Delivery.state,
+                    Delivery.last_error,
+                    Delivery.next_attempt_at,
+                ).where(
+                    Delivery.sop_instance_uid.in_([r.sop_instance_uid for r in stored]),
+                    Delivery.destination.in_(job.destinations),
+                )
+            ).all()
+        delivery_s = round(time.perf_counter() - started, 3)
+        failed = [r for r in rows if r.state == DeliveryState.FAILED]
+        pending = [r for r in rows if r.state == DeliveryState.PENDING]
+        if failed:
+            first = failed[0]
+            return self.fail(job_id, f"delivery to {first.destination} failed: {first.last_error}")
+        if pending:
+            now = utcnow()
+            wait = min((_aware(r.next_attempt_at) - now).total_seconds() for r in pending)
+            message = f"{len(pending)} delivery(ies) pending: {pending[0].last_error or 'due'}"
+            self._update(job_id, None, last_error=message, stage_seconds={"delivery": delivery_s})
+            return JobOutcome(
+                JobState.RESULTS_BUILT,
+                retry_in_s=max(1.0, min(wait, self.settings.pipeline.retry_backoff_max_s)),
+                message=message,
+            )
+        now = utcnow()
+        self._update(
+            job_id,
+            AuditKind.JOB_DELIVERED,
+            detail={"destinations": job.destinations, "objects": len(stored)},
+            stage_seconds={"delivery": delivery_s},
+            state=JobState.DELIVERED,
+            delivered_at=now,
+            finished_at=now,
+            last_error=None,
+        )
+        return JobOutcome(JobState.DELIVERED)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
