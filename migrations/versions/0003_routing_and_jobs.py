@@ -31,6 +31,10 @@ TZ = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("studies") as batch:
+        batch.add_column(
+            sa.Column("routed_generation", sa.Integer, nullable=False, server_default="0")
+        )
     op.create_table(
         "routing_rules",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -83,4 +87,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("jobs")
     op.drop_table("routing_rules")
+    with op.batch_alter_table("studies") as batch:
+        batch.drop_column("routed_generation")
     JOB_STATE.drop(op.get_bind(), checkfirst=True)
