@@ -6,7 +6,7 @@ set -euo pipefail
 if (($# > 0)); then
     packages=("$@")
 else
-    packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl)
+    packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server)
     # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
     # ships it in a separate package.
     python="$(command -v python3 || true)"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -182,11 +183,16 @@ class StudyRouter:
         return [int(job_id)]
 
     def dispatch_queued(self) -> int:
-        """Send every queued job not yet handed to the broker (urgent first)."""
+        """Send every queued job not yet handed to the broker, or sent so long ago that its
+        message must have been lost (urgent first)."""
+        stale = utcnow() - timedelta(seconds=self.settings.pipeline.resend_queued_after_s)
         with self.engine.connect() as connection:
             jobs = connection.execute(
                 select(Job.id, Job.priority)
-                .where(Job.state == JobState.QUEUED, Job.enqueued_at.is_(None))
+                .where(
+                    Job.state == JobState.QUEUED,
+                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale),
+                )
                 .order_by(Job.priority != "urgent", Job.id)
             ).all()
         for job_id, priority in jobs:

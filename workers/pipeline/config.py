@@ -23,6 +23,12 @@ class PipelineSettings(BaseModel):
     retry_backoff_initial_s: float = Field(default=5.0, gt=0)
     retry_backoff_max_s: float = Field(default=300.0, gt=0)
     router_poll_interval_s: float = Field(default=1.0, gt=0)
+    resend_queued_after_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Send a job again that is still queued this long after it was sent (its "
+        "message lost, e.g. a Redis restart without persistence); the task is idempotent.",
+    )
 
     def retry_backoff_s(self, retries: int) -> float:
         return float(min(self.retry_backoff_max_s, self.retry_backoff_initial_s * 2**retries))
