@@ -139,13 +139,13 @@ def pipeline_settings(
     )
 
 
-def orthanc_destination(pacs: Orthanc) -> dict[str, Any]:
+def orthanc_destination(server: Orthanc) -> dict[str, Any]:
     return {
         "kind": "dicom",
         "name": "orthanc",
         "ae_title": ORTHANC_AE,
         "host": "127.0.0.1",
-        "port": pacs.dicom_port,
+        "port": server.dicom_port,
     }
 
 
