@@ -64,7 +64,10 @@ class RedisServer:
             self.process.wait(timeout=20)
 
     def queued(self, queue: str) -> int:
-        return int(redis.Redis(port=self.port).llen(queue))
+        """Messages waiting in `queue` (one Redis list per priority step)."""
+        client = redis.Redis(port=self.port)
+        names = [queue.encode()] + list(client.scan_iter(match=f"{queue}:*"))
+        return sum(int(client.llen(n)) for n in names if client.type(n) == b"list")
 
 
 def _ping(client: redis.Redis) -> bool:

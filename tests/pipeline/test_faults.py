@@ -1,0 +1,210 @@
+"""Faults, each with real parts: a worker SIGKILLed mid-inference, Triton stopped for 30 s,
+the PACS down, Redis restarted, and 20 studies at once. Each ends with exactly one SEG and
+one SR per study at the PACS."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.models import JobState
+from tests.conftest import GATEWAY_AE, free_port
+from tests.inference.conftest import MODEL_REPOSITORY
+from tests.integration.dcmtk import storescu
+from tests.integration.orthanc import Orthanc
+from tests.pipeline.conftest import Pipeline, orthanc_destination, phantom_study
+from tests.pipeline.harness import jobs, results_in_pacs, wait_until
+from workers.triton_server import TritonServer
+
+MODALITY_AE = "CT_SCANNER"
+
+
+def send(pipeline: Pipeline, paths: list[Path]) -> str:
+    result = storescu(pipeline.settings.dicom.port, paths, calling=MODALITY_AE, called=GATEWAY_AE)
+    assert result.ok, result.output[-2000:]
+    import pydicom
+
+    return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+
+
+def wait_results(pacs: Orthanc, pipeline: Pipeline, study_uid: str, timeout_s: float) -> None:
+    try:
+        wait_until(
+            lambda: (r := results_in_pacs(pacs, study_uid)).get("SEG") and r.get("SR"),
+            timeout_s,
+            f"a SEG and an SR of {study_uid} in Orthanc",
+        )
+    except AssertionError:
+        pytest.fail(f"no results; jobs {jobs(pipeline.engine)}\n{pipeline.logs()}")
+    time.sleep(1.0)  # a duplicate, if any, would arrive now
+
+
+def assert_exactly_one_each(pacs: Orthanc, study_uid: str) -> None:
+    found = results_in_pacs(pacs, study_uid)
+    assert len(found.get("SEG", [])) == 1, found
+    assert len(found.get("SR", [])) == 1, found
+
+
+def test_worker_killed_mid_inference(
+    pacs: Orthanc,
+    triton: TritonServer,
+    start_pipeline: Callable[..., Pipeline],
+    tmp_path: Path,
+) -> None:
+    # Small batches make inference long enough to be caught in the act.
+    pipeline = start_pipeline(
+        triton.grpc_url, [orthanc_destination(pacs)], inference={"batch_size": 2}
+    )
+    _, paths = phantom_study(tmp_path / "ct", seed=7201, shape=(96, 512, 512))
+    study_uid = send(pipeline, paths)
+    job = wait_until(
+        lambda: next((j for j in jobs(pipeline.engine) if j.started_at is not None), None),
+        60,
+        "the job to start",
+    )
+    assert job.inferred_at is None, "inference finished before the kill: make it slower"
+    (child,) = pipeline.workers[0].children()  # concurrency 1: one pool process
+    child.send_signal(signal.SIGKILL)
+    wait_results(pacs, pipeline, study_uid, 180)
+    assert_exactly_one_each(pacs, study_uid)
+    (job,) = jobs(pipeline.engine)
+    assert job.state == JobState.DELIVERED
+    assert job.attempts == 2, "expected the task to run again after the worker was lost"
+
+
+def test_triton_stopped_for_30_seconds(
+    pacs: Orthanc,
+    start_pipeline: Callable[..., Pipeline],
+    tmp_path: Path,
+) -> None:
+    triton = TritonServer(
+        MODEL_REPOSITORY,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=tmp_path / "triton.log",
+    )
+    pipeline = start_pipeline(triton.grpc_url, [orthanc_destination(pacs)])
+    _, paths = phantom_study(tmp_path / "ct", seed=7301, shape=(24, 256, 256))
+    study_uid = send(pipeline, paths)
+    down_until = time.monotonic() + 30
+    wait_until(
+        lambda: any(j.last_error for j in jobs(pipeline.engine)), 30, "a failed inference call"
+    )
+    while time.monotonic() < down_until:
+        (job,) = jobs(pipeline.engine)
+        assert job.state in (JobState.RUNNING, JobState.QUEUED), job.state
+        time.sleep(1)
+    triton.start()
+    try:
+        wait_results(pacs, pipeline, study_uid, 120)
+    finally:
+        triton.stop()
+    assert_exactly_one_each(pacs, study_uid)
+    (job,) = jobs(pipeline.engine)
+    assert job.state == JobState.DELIVERED and job.attempts >= 2
+
+
+def test_pacs_down_then_back(
+    start_pipeline: Callable[..., Pipeline],
+    triton: TritonServer,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pacs").mkdir()
+    pacs = Orthanc(tmp_path / "pacs", free_port(), {}, dicom_port=free_port())
+    pipeline = start_pipeline(triton.grpc_url, [orthanc_destination(pacs)])
+    _, paths = phantom_study(tmp_path / "ct", seed=7401, shape=(24, 256, 256))
+    study_uid = send(pipeline, paths)
+    wait_until(
+        lambda: any(
+            j.state == JobState.RESULTS_BUILT and j.last_error for j in jobs(pipeline.engine)
+        ),
+        60,
+        "results built and their delivery failing",
+    )
+    time.sleep(3)
+    pacs.start()
+    try:
+        wait_results(pacs, pipeline, study_uid, 60)
+        assert_exactly_one_each(pacs, study_uid)
+    finally:
+        pacs.stop()
+    wait_until(
+        lambda: jobs(pipeline.engine)[0].state == JobState.DELIVERED, 30, "the job delivered"
+    )
+
+
+def test_redis_restarted_between_jobs(
+    pacs: Orthanc,
+    triton: TritonServer,
+    start_pipeline: Callable[..., Pipeline],
+    tmp_path: Path,
+) -> None:
+    pipeline = start_pipeline(triton.grpc_url, [orthanc_destination(pacs)], workers=0)
+    _, paths = phantom_study(tmp_path / "ct", seed=7501, shape=(16, 128, 128))
+    study_uid = send(pipeline, paths)
+    wait_until(
+        lambda: any(j.enqueued_at is not None for j in jobs(pipeline.engine)),
+        30,
+        "the job handed to Redis",
+    )
+    assert pipeline.redis.queued("gateway") == 1
+    pipeline.redis.stop()
+    pipeline.redis.start()  # same port and directory: the append-only file is replayed
+    assert pipeline.redis.queued("gateway") == 1
+    pipeline.start_worker()
+    wait_results(pacs, pipeline, study_uid, 90)
+    assert_exactly_one_each(pacs, study_uid)
+    # and a job after the restart goes through too
+    _, paths = phantom_study(tmp_path / "ct2", seed=7502, shape=(16, 128, 128))
+    second = send(pipeline, paths)
+    wait_results(pacs, pipeline, second, 90)
+    assert_exactly_one_each(pacs, second)
+
+
+def test_twenty_studies_at_once(
+    pacs: Orthanc,
+    triton: TritonServer,
+    start_pipeline: Callable[..., Pipeline],
+    tmp_path: Path,
+) -> None:
+    pipeline = start_pipeline(triton.grpc_url, [orthanc_destination(pacs)], workers=2)
+    studies = [
+        phantom_study(tmp_path / f"ct{i}", seed=7600 + i, shape=(12, 128, 128))[1]
+        for i in range(20)
+    ]
+    uids: list[str] = []
+    errors: list[BaseException] = []
+
+    def sender(batch: list[list[Path]]) -> None:
+        try:
+            for paths in batch:
+                uids.append(send(pipeline, paths))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(studies[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert len(uids) == 20
+    try:
+        wait_until(
+            lambda: sum(j.state == JobState.DELIVERED for j in jobs(pipeline.engine)) == 20,
+            300,
+            "20 jobs delivered",
+        )
+    except AssertionError:
+        states = [(j.id, j.state.value, j.last_error) for j in jobs(pipeline.engine)]
+        pytest.fail(f"{states}\n{pipeline.logs()}")
+    assert len(jobs(pipeline.engine)) == 20
+    time.sleep(1.0)
+    for uid in uids:
+        assert_exactly_one_each(pacs, uid)
