@@ -29,9 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("triton", "run the bundled Triton Inference Server on triton_models/ until stopped"),
         ("worker", "run a Celery worker that processes jobs"),
         ("jobs", "list the most recent jobs"),
-        ("selftest", "send a phantom study through the running gateway and check the results"),
     ):
         _common_options(commands.add_parser(name, help=text, description=text))
+    text = "send a phantom study through the running gateway and check the results"
+    selftest = commands.add_parser("selftest", help=text, description=text)
+    _common_options(selftest)
+    selftest.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the results (default: quiet period + 600)",
+    )
     for name, text in (
         ("retry-job", "queue a failed or cancelled job again"),
         ("cancel-job", "cancel an unfinished job"),
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "selftest":
         from gateway.selftest import run_selftest
 
-        return run_selftest(settings)
+        return run_selftest(settings, args.timeout)
     if args.command in ("migrate", "run"):
         from gateway import migrate
 

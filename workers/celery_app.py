@@ -49,10 +49,13 @@ def make_celery(settings: GatewaySettings, broker_url: str | None = None) -> Cel
     url = broker_url or resolve_broker_url(settings)
     app = Celery("pacs_gateway", broker=url, set_as_current=False)
     p = settings.pipeline
-    transport_options: dict[str, Any] = {"visibility_timeout": p.visibility_timeout_s}
+    transport_options: dict[str, Any] = {}
     if url.startswith(("redis://", "rediss://")):
         transport_options.update(
-            priority_steps=list(range(10)), sep=":", queue_order_strategy="priority"
+            visibility_timeout=p.visibility_timeout_s,
+            priority_steps=list(range(10)),
+            sep=":",
+            queue_order_strategy="priority",
         )
     app.conf.update(
         task_serializer="json",

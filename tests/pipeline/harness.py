@@ -66,7 +66,7 @@ class RedisServer:
     def queued(self, queue: str) -> int:
         """Messages waiting in `queue` (one Redis list per priority step)."""
         client = redis.Redis(port=self.port)
-        names = [queue.encode()] + list(client.scan_iter(match=f"{queue}:*"))
+        names = [queue.encode(), *client.scan_iter(match=f"{queue}:*")]
         return sum(int(client.llen(n)) for n in names if client.type(n) == b"list")
 
 
