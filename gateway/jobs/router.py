@@ -125,7 +125,8 @@ class StudyRouter:
             self.settings.routing.series_selection,
         )
         if choice.series_instance_uid is None:
-            return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {choice.reason}")
+            details = "; ".join((choice.reason, *choice.rejected))
+            return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {details}")
         now = utcnow()
         insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
         destinations = (
