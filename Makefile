@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit setup system-packages triton-env triton bench-ingest \
-	bench-inference clean
+	bench-inference bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
@@ -28,10 +28,11 @@ triton-env: setup
 triton: triton-env
 	$(BIN)/pacs-gateway triton
 
-run: setup
-	@echo "Gateway: DICOM on port 11112 (AE PACSGATEWAY), data in ./data. Try:"
-	@echo "  echoscu -aec PACSGATEWAY 127.0.0.1 11112"
-	@echo "  storescu -aec PACSGATEWAY 127.0.0.1 11112 FILE.dcm"
+run: setup triton-env
+	@echo "Gateway: DICOM on port 11112 (AE PACSGATEWAY), data in ./data. When it is up, in"
+	@echo "another terminal, send a phantom study through it and check the SEG and SR:"
+	@echo "  .venv/bin/pacs-gateway selftest --config deploy/gateway.local.toml"
+	@echo "or send your own: storescu -aec PACSGATEWAY 127.0.0.1 11112 FILE.dcm"
 	$(BIN)/pacs-gateway run --config deploy/gateway.local.toml
 
 lint: setup
@@ -50,6 +51,9 @@ bench-ingest: setup system-packages
 
 bench-inference: triton-env
 	$(BIN)/python bench/inference/bench_inference.py
+
+bench-pipeline: triton-env system-packages
+	$(BIN)/python bench/pipeline/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .venv-triton data .mypy_cache .ruff_cache .pytest_cache
