@@ -39,8 +39,17 @@ def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
             [sys.executable, "-m", "gateway.cli", "worker", *cli_args], env=env
         )
         stack.callback(_stop, worker)
-        serve(settings)
+        serve(settings, on_ready=lambda ports: _say_ready(ports, cli_args))
     return 0
+
+
+def _say_ready(ports: list[int], cli_args: list[str]) -> None:
+    options = " ".join(cli_args)
+    print(
+        f"pacs-gateway is ready (DICOM ports {ports}). Send a phantom study through it and "
+        f"check the SEG and SR:\n  .venv/bin/pacs-gateway selftest {options}".rstrip(),
+        flush=True,
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -95,6 +95,7 @@ def test_run_then_selftest(tmp_path: Path) -> None:
             assert stage in output, output
         assert (tmp_path / "data" / "gateway.db").is_file()
         assert (tmp_path / "data" / "broker.sqlite").is_file()
+        assert "pacs-gateway selftest --config" in (tmp_path / "run.log").read_text()
     finally:
         run.terminate()
         try:
