@@ -41,6 +41,19 @@ class AuditKind(enum.StrEnum):
     JOB_CANCELLED = "job.cancelled"
     JOB_REQUEUED = "job.requeued"
     RULE_SEEDED = "rule.seeded"
+    RULE_CREATED = "rule.created"
+    RULE_UPDATED = "rule.updated"
+    RULE_ENABLED = "rule.enabled"
+    RULE_DISABLED = "rule.disabled"
+    RULE_MOVED = "rule.moved"
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_LOGIN = "user.login"
+    USER_LOGIN_FAILED = "user.login_failed"
+    USER_LOGIN_BLOCKED = "user.login_blocked"
+    USER_LOGOUT = "user.logout"
+    DESTINATION_TESTED = "destination.tested"
+    PATIENT_IDENTITY_VIEWED = "study.identity_viewed"
 
 
 class Outcome(enum.StrEnum):

@@ -47,7 +47,70 @@ def build_parser() -> argparse.ArgumentParser:
         _common_options(sub)
         sub.add_argument("job_id", type=int)
         sub.add_argument("--user", default=os.environ.get("USER", "cli"), help="for the audit log")
+    text = "run the admin web UI (binds web.host, default 127.0.0.1, on --http-port)"
+    web = commands.add_parser("web", help=text, description=text)
+    _common_options(web)
+    web.add_argument("--host", help="address to bind (default: setting web.host)")
+    text = "create an admin user of the web UI (password from a prompt or --password-stdin)"
+    admin = commands.add_parser("create-admin", help=text, description=text)
+    _common_options(admin)
+    admin.add_argument("username")
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     return parser
+
+
+def _create_admin(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    import getpass
+
+    from gateway.database import make_engine
+    from gateway.service import DatabaseNotMigrated, check_schema_current
+    from gateway.web.users import Role, UserError, create_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            print("pacs-gateway: expected the same password twice, found two", file=sys.stderr)
+            return 1
+    engine = make_engine(settings)
+    try:
+        check_schema_current(settings, engine)
+        create_user(
+            engine,
+            settings.web,
+            args.username,
+            password,
+            Role.ADMIN,
+            actor=f"cli:{os.environ.get('USER', 'unknown')}",
+        )
+    except (UserError, DatabaseNotMigrated) as exc:
+        print(f"pacs-gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"admin {args.username} created")
+    return 0
+
+
+def _run_web(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from werkzeug.serving import run_simple
+
+    from gateway.database import make_engine
+    from gateway.service import DatabaseNotMigrated, check_schema_current
+    from gateway.web import create_app
+
+    engine = make_engine(settings)
+    try:
+        check_schema_current(settings, engine)
+    except DatabaseNotMigrated as exc:
+        print(f"pacs-gateway: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, engine)
+    run_simple(args.host or settings.web.host, settings.http_port, app, threaded=True)
+    return 0
 
 
 def _cli_args(args: argparse.Namespace) -> list[str]:
@@ -116,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_triton_forever(settings.inference)
     if args.command in ("jobs", "retry-job", "cancel-job"):
         return _job_command(args, settings)
+    if args.command == "create-admin":
+        return _create_admin(args, settings)
+    if args.command == "web":
+        return _run_web(args, settings)
     if args.command == "worker":
         from workers.celery_app import run_worker
 

@@ -232,3 +232,17 @@ class AuditEvent(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
     sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class User(Base):
+    """A person who may sign in to the admin web UI. Roles: admin > operator > viewer."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255), doc="scrypt$n$r$p$salt$hash")
+    role: Mapped[str] = mapped_column(String(16), doc="admin, operator or viewer")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,6 +1,7 @@
 """`pacs-gateway run`: every part on one machine. The bundled Triton (when the inference
-runner is Triton), one Celery worker process tree, and `serve` (listener, assembly, router,
-delivery) in this process; the broker is Redis when reachable, else embedded (SQLite)."""
+runner is Triton), one Celery worker process tree, the admin web UI, and `serve` (listener,
+assembly, router, delivery) in this process; the broker is Redis when reachable, else
+embedded (SQLite)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
             stack.enter_context(triton)
             LOGGER.info("Triton ready on %s", triton.grpc_url)
         env = {**os.environ, "PACS_GATEWAY_PIPELINE__BROKER_URL": broker_url}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", *cli_args], env=env
-        )
-        stack.callback(_stop, worker)
+        for command in ("worker", "web"):
+            child = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", command, *cli_args], env=env
+            )
+            stack.callback(_stop, child)
         serve(settings, on_ready=lambda ports: _say_ready(ports, cli_args))
     return 0
 
@@ -46,7 +48,8 @@ def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
 def _say_ready(ports: list[int], cli_args: list[str]) -> None:
     options = " ".join(cli_args)
     print(
-        f"pacs-gateway is ready (DICOM ports {ports}). Send a phantom study through it and "
+        f"pacs-gateway is ready (DICOM ports {ports}; admin UI on the http_port, create a user "
+        "first with `pacs-gateway create-admin NAME`). Send a phantom study through it and "
         f"check the SEG and SR:\n  .venv/bin/pacs-gateway selftest {options}".rstrip(),
         flush=True,
     )

@@ -24,6 +24,7 @@ from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
+from gateway.web.config import WebSettings
 from workers.inference.config import InferenceSettings
 from workers.pipeline.config import PipelineSettings
 
@@ -150,6 +151,7 @@ class GatewaySettings(BaseSettings):
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")
     def _rule_destinations_exist(self) -> GatewaySettings:

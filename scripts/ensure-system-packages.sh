@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the gateway's tests and benchmarks use as real peers:
-# DCMTK (modality tools), Orthanc (a real PACS), dicom3tools (dciodvfy), PostgreSQL.
+# DCMTK (modality tools), Orthanc (a real PACS), dicom3tools (dciodvfy), PostgreSQL,
+# headless Chromium and its driver (the admin UI's browser tests).
 # With arguments: install exactly those packages instead (e.g. python3-venv).
 set -euo pipefail
 if (($# > 0)); then
     packages=("$@")
 else
-    packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server)
+    packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server
+        chromium chromium-driver)
     # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
     # ships it in a separate package.
     python="$(command -v python3 || true)"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import REPO, free_port, wait_for_port
 
 CONFIG = """
 data_dir = "{data}"
+http_port = {http_port}
 [dicom]
 ae_title = "PACSGATEWAY"
 host = "127.0.0.1"
@@ -48,6 +50,7 @@ conditions = [{{ attribute = "modality", operator = "equals", value = "CT" }}]
 
 def test_run_then_selftest(tmp_path: Path) -> None:
     dicom_port = free_port()
+    http_port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
         CONFIG.format(
@@ -57,6 +60,7 @@ def test_run_then_selftest(tmp_path: Path) -> None:
             http=free_port(),
             metrics=free_port(),
             selftest_port=free_port(),
+            http_port=http_port,
         )
     )
     log = (tmp_path / "run.log").open("wb")
@@ -96,6 +100,9 @@ def test_run_then_selftest(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "gateway.db").is_file()
         assert (tmp_path / "data" / "broker.sqlite").is_file()
         assert "pacs-gateway selftest --config" in (tmp_path / "run.log").read_text()
+        # the admin UI runs beside it
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as r:
+            assert r.status == 200
     finally:
         run.terminate()
         try:

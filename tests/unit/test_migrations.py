@@ -12,7 +12,16 @@ from gateway.audit import AuditKind, audit_row, record
 from gateway.database import make_engine
 from gateway.settings import GatewaySettings
 
-TABLES = {"studies", "series", "instances", "audit_events", "deliveries", "routing_rules", "jobs"}
+TABLES = {
+    "studies",
+    "series",
+    "instances",
+    "audit_events",
+    "deliveries",
+    "routing_rules",
+    "jobs",
+    "users",
+}
 
 
 def test_upgrade_head_then_downgrade_base(settings: GatewaySettings) -> None:

@@ -1,0 +1,38 @@
+"""Settings of the admin web UI (nested in the gateway settings as ``web``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class WebSettings(BaseModel):
+    """The admin web UI: where it listens, its session cookie and login limits."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address `pacs-gateway web` binds; the port is `http_port`.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs session cookies. Unset: generated once and kept in "
+        "data_dir/web-secret (mode 0600).",
+    )
+    session_cookie_secure: bool = Field(
+        default=True,
+        description="Send the session cookie over HTTPS only. Turn off only for local http.",
+    )
+    session_lifetime_s: int = Field(default=8 * 3600, ge=60, description="Idle sign-out.")
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins per username and address in the window."
+    )
+    login_window_s: int = Field(default=300, ge=1, description="Login failure window.")
+    min_password_length: int = Field(default=12, ge=8)
+    metrics_public: bool = Field(
+        default=True,
+        description="Serve /metrics without login (counts only, no patient data), for "
+        "Prometheus; off: viewers and above only.",
+    )
+    probe_timeout_s: float = Field(
+        default=2.0, gt=0, description="Timeout of each check of Triton, broker, destination."
+    )
+    page_size: int = Field(default=50, ge=1, le=1000)

@@ -1,0 +1,136 @@
+"""Fixtures of the admin web UI tests: an app on the real databases (SQLite and
+PostgreSQL), users of each role, and a signed-in test client per role."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from selenium.webdriver.remote.webdriver import WebDriver
+from sqlalchemy import Engine
+
+from gateway import migrate
+from gateway.database import make_engine
+from gateway.settings import GatewaySettings
+from gateway.web import create_app
+from gateway.web.users import Role, create_user
+from tests.conftest import REPO, make_settings
+
+PASSWORD = "correct horse battery staple"
+ROLES = ("viewer", "operator", "admin")
+SCREENSHOTS = REPO / "docs" / "screenshots"
+WAIT_S = 60
+
+
+def web_settings(data_dir: Path, database_url: str, **overrides: object) -> GatewaySettings:
+    """Settings where Triton and the broker are down unless `overrides` say otherwise."""
+    sections: dict[str, dict[str, object]] = {
+        "web": {"session_cookie_secure": False, "probe_timeout_s": 1.0},
+        "inference": {"triton_grpc_url": "127.0.0.1:1"},  # nothing listens there
+        "pipeline": {"broker_url": "redis://127.0.0.1:1/0"},
+    }
+    for name, values in sections.items():
+        values.update(overrides.pop(name, {}))  # type: ignore[call-overload]
+    return make_settings(data_dir, database_url, **sections, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> GatewaySettings:
+    return web_settings(
+        tmp_path / "data",
+        database_url,
+        destinations=[
+            {"kind": "dicom", "name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 1},
+            {"kind": "dicomweb", "name": "web", "url": "http://127.0.0.1:1/dicom-web"},
+        ],
+    )
+
+
+@pytest.fixture
+def engine(settings: GatewaySettings) -> Iterator[Engine]:
+    engine = make_engine(settings)
+    migrate.upgrade(settings, engine=engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def app(settings: GatewaySettings, engine: Engine) -> Flask:
+    app = create_app(settings, engine)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def users(settings: GatewaySettings, engine: Engine) -> dict[str, int]:
+    return {
+        role: create_user(engine, settings.web, role, PASSWORD, Role(role), actor="test")
+        for role in ROLES
+    }
+
+
+def csrf(client: FlaskClient) -> str:
+    """The session's CSRF token (made as a rendered form would)."""
+    with client.session_transaction() as session:
+        token = session.get("csrf_token")
+        if token is None:
+            token = session["csrf_token"] = secrets.token_urlsafe(24)
+    return str(token)
+
+
+def sign_in(client: FlaskClient, username: str, password: str = PASSWORD) -> int:
+    response = client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": csrf(client)}
+    )
+    return response.status_code
+
+
+@pytest.fixture
+def client_as(app: Flask, users: dict[str, int]) -> Callable[[str | None], FlaskClient]:
+    def make(role: str | None) -> FlaskClient:
+        client = app.test_client()
+        if role is not None:
+            assert sign_in(client, role) == 302
+        return client
+
+    return make
+
+
+def _chromedriver() -> str:
+    path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not Path(path).exists():
+        pytest.fail(
+            "expected chromedriver (Debian packages chromium and chromium-driver; "
+            "scripts/ensure-system-packages.sh installs them), found none"
+        )
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """Headless Chromium driven by Selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(argument)
+    binary = shutil.which("chromium")
+    if binary:
+        options.binary_location = binary
+    driver = webdriver.Chrome(service=Service(_chromedriver()), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    yield driver
+    driver.quit()
