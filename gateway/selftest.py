@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from gateway.database import make_engine
 from gateway.delivery.config import DicomDestination
-from gateway.models import Job, Study
+from gateway.models import TERMINAL_JOB_STATES, Job, Study
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.settings import GatewaySettings
 
@@ -171,18 +171,24 @@ def _wait_for_results(
 
 def _stage_report(settings: GatewaySettings, study_uid: str) -> list[str]:
     engine = make_engine(settings)
+    # The objects can arrive here a moment before the worker records the job delivered.
+    deadline = time.monotonic() + 15
     try:
-        with engine.connect() as connection:
-            study = connection.execute(
-                select(Study.last_received_at, Study.completed_at).where(
-                    Study.study_instance_uid == study_uid
-                )
-            ).one_or_none()
-            job = connection.execute(
-                select(Job.id, Job.state, Job.stage_seconds, Job.created_at).where(
-                    Job.study_instance_uid == study_uid
-                )
-            ).first()
+        while True:
+            with engine.connect() as connection:
+                study = connection.execute(
+                    select(Study.last_received_at, Study.completed_at).where(
+                        Study.study_instance_uid == study_uid
+                    )
+                ).one_or_none()
+                job = connection.execute(
+                    select(Job.id, Job.state, Job.stage_seconds, Job.created_at).where(
+                        Job.study_instance_uid == study_uid
+                    )
+                ).first()
+            if job is None or job.state in TERMINAL_JOB_STATES or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         engine.dispose()
     lines = []
