@@ -54,6 +54,11 @@ class AuditKind(enum.StrEnum):
     USER_LOGOUT = "user.logout"
     DESTINATION_TESTED = "destination.tested"
     PATIENT_IDENTITY_VIEWED = "study.identity_viewed"
+    DESTINATION_SEEDED = "destination.seeded"
+    DESTINATION_CREATED = "destination.created"
+    DESTINATION_UPDATED = "destination.updated"
+    DESTINATION_ENABLED = "destination.enabled"
+    DESTINATION_DISABLED = "destination.disabled"
 
 
 class Outcome(enum.StrEnum):

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from gateway.assembly import StudyAssembler
 from gateway.database import make_engine
 from gateway.delivery.deliverer import Deliverer
+from gateway.delivery.registry import seed_from_settings
 from gateway.dicom.dispatch import READY, Acceptor, WorkerPool, receive_connections
 from gateway.dicom.listener import Listener, listener_endpoints, start_listener
 from gateway.jobs.router import StudyRouter
@@ -125,10 +126,11 @@ def serve(
         settings, engine, lambda job_id, priority: send_job(celery, job_id, priority)
     )
     router.seed()
+    seed_from_settings(engine, settings.destinations)
     threads.append(threading.Thread(target=router.run, args=(stop,), name="router"))
-    if settings.destinations:
-        deliverer = Deliverer(settings, engine)
-        threads.append(threading.Thread(target=deliverer.run, args=(stop,), name="delivery"))
+    # Always: destinations may be added in the admin UI while the gateway runs.
+    deliverer = Deliverer(settings, engine)
+    threads.append(threading.Thread(target=deliverer.run, args=(stop,), name="delivery"))
     for thread in threads:
         thread.daemon = True
         thread.start()

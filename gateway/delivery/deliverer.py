@@ -16,6 +16,7 @@ from gateway.delivery.config import DicomDestination
 from gateway.delivery.cstore import CStoreSender
 from gateway.delivery.ledger import ClaimedDelivery, claim_due, record_outcome
 from gateway.delivery.outcome import OutgoingObject, SendOutcome, all_failed
+from gateway.delivery.registry import destination_by_name, destination_names
 from gateway.delivery.stow import StowSender
 from gateway.models import DeliveryState
 from gateway.settings import GatewaySettings
@@ -23,14 +24,42 @@ from gateway.settings import GatewaySettings
 LOGGER = logging.getLogger(__name__)
 
 
+class UnusableDestination(Exception):
+    """The destination cannot be sent to; `permanent` says whether retrying could help."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 class Deliverer:
+    """Sends to the destinations of the `destinations` table (seeded from the settings by
+    whoever starts the gateway: serve(), the web app, publish_results)."""
+
     def __init__(self, settings: GatewaySettings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
         self._writers = writer_queue(engine)
 
     def _sender(self, name: str) -> CStoreSender | StowSender:
-        destination = self.settings.destination(name)
+        """The sender for a destination as the database has it now."""
+        with self.engine.connect() as connection:
+            stored = destination_by_name(connection, name)
+            if stored is None:
+                known = destination_names(connection, include_disabled=True)
+        if stored is None:
+            raise UnusableDestination(
+                f"expected a destination named {name!r}, found {known}", permanent=True
+            )
+        if not stored.enabled:
+            raise UnusableDestination(
+                f"destination {name!r} is disabled (enable it in the admin UI and retry the job)",
+                permanent=True,
+            )
+        destination = stored.destination
+        if destination is None:  # e.g. a CA file gone: may be fixed, so retried
+            raise UnusableDestination(stored.problem or name, permanent=False)
         if isinstance(destination, DicomDestination):
             return CStoreSender(destination, self.settings.dicom.ae_title, self.settings.delivery)
         return StowSender(destination, self.settings.delivery)
@@ -48,7 +77,8 @@ class Deliverer:
             claimed = claim_due(
                 connection,
                 self.lease,
-                limit=self.settings.delivery.batch_size * max(1, len(self.settings.destinations)),
+                limit=self.settings.delivery.batch_size
+                * max(1, len(destination_names(connection, include_disabled=True))),
                 study_instance_uid=study_instance_uid,
             )
         by_destination: dict[str, list[ClaimedDelivery]] = defaultdict(list)
@@ -95,8 +125,8 @@ class Deliverer:
         ]
         try:
             sender = self._sender(name)
-        except KeyError as exc:  # destination removed from the settings since it was queued
-            return all_failed(objects, str(exc.args[0]), permanent=True)
+        except UnusableDestination as exc:  # removed, disabled or broken since it was queued
+            return all_failed(objects, exc.reason, permanent=exc.permanent)
         try:
             return sender.send(objects)
         except Exception as exc:  # a bug or an unexpected library error: retry, never lose

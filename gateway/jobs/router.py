@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.database import writer_queue
+from gateway.delivery.registry import destination_names
 from gateway.models import Job, JobState, Study, StudyState
 from gateway.routing.config import RuleSettings
 from gateway.routing.rules import route_study
@@ -132,7 +133,7 @@ class StudyRouter:
         destinations = (
             list(rule.destinations)
             if rule.destinations is not None
-            else self.settings.destination_names
+            else destination_names(connection)  # every enabled one in the database
         )
         job_id = connection.execute(
             insert(Job)

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine
 from gateway.audit import AuditKind, audit_row, record
 from gateway.database import writer_queue
 from gateway.delivery.ledger import queue_deliveries
+from gateway.delivery.registry import destination_names, seed_from_settings
 from gateway.dicom.spool import Spool
 from gateway.results.build import ResultObject, StoredResult, store_results
 from gateway.settings import GatewaySettings
@@ -21,10 +22,12 @@ def publish_results(
     objects: Sequence[ResultObject],
     destinations: Sequence[str] | None = None,
 ) -> list[StoredResult]:
-    """Store the objects and queue each for every destination (default: all configured)."""
+    """Store the objects and queue each for every destination (default: every enabled one of
+    the database, which the settings' destinations are seeded into first)."""
     stored = write_results(settings, objects)
-    names = list(settings.destination_names if destinations is None else destinations)
+    seed_from_settings(engine, settings.destinations)
     with writer_queue(engine), engine.begin() as connection:
+        names = list(destination_names(connection) if destinations is None else destinations)
         record_and_queue(connection, stored, names)
     return stored
 

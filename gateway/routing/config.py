@@ -95,7 +95,7 @@ class RuleSettings(BaseModel):
     conditions: list[Condition] = Field(default_factory=list)
     pipeline: str = "lung_nodules"
     destinations: list[str] | None = Field(
-        default=None, description="Destination names; None means every destination."
+        default=None, description="Destination names; None means every enabled destination."
     )
     rerun_on_update: bool = Field(
         default=False, description="Run again when late instances update a processed study."

@@ -24,8 +24,10 @@ def format_time(value: datetime | None) -> str:
 
 
 def create_app(settings: GatewaySettings, engine: Engine | None = None) -> Flask:
-    """Build the app. Without `engine` the app makes its own from the settings."""
+    """Build the app on a migrated database. Without `engine` the app makes its own from the
+    settings. Seeds the settings' destinations the database lacks, as `serve` does."""
     from gateway.database import make_engine
+    from gateway.delivery.registry import seed_from_settings
     from gateway.web.views import BLUEPRINTS
 
     app = Flask(__name__)
@@ -40,7 +42,9 @@ def create_app(settings: GatewaySettings, engine: Engine | None = None) -> Flask
         MAX_CONTENT_LENGTH=1024 * 1024,
         TEMPLATES_AUTO_RELOAD=False,
     )
-    app.extensions[EXTENSION] = WebContext(settings, engine or make_engine(settings))
+    engine = engine or make_engine(settings)
+    seed_from_settings(engine, settings.destinations)
+    app.extensions[EXTENSION] = WebContext(settings, engine)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.before_request(enforce)

@@ -21,6 +21,7 @@ TABLES = {
     "routing_rules",
     "jobs",
     "users",
+    "destinations",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from gateway.delivery.registry import destination_names
 from gateway.routing.config import PIPELINES, Priority
 from gateway.routing.rules import RuleEvaluation, StudyNotFound, evaluate_rule
 from gateway.routing.seed import InvalidStoredRule, StoredRule, load_rules
@@ -39,6 +40,13 @@ def _rule(rule_id: int) -> StoredRule:
         if rule.id == rule_id:
             return rule
     abort(404, description=f"expected rule {rule_id}, found none")
+
+
+def _destination_names() -> list[str]:
+    """Every destination of the database, disabled ones included."""
+    context = web_context()
+    with context.engine.connect() as connection:
+        return destination_names(connection, include_disabled=True)
 
 
 def _actor() -> str:
@@ -88,14 +96,13 @@ def _submitted(name: str) -> dict[str, Any]:
 def _render_form(
     rule: dict[str, Any], conditions: str, rule_id: int | None, code: int = 200
 ) -> tuple[str, int]:
-    context = web_context()
     return (
         render_template(
             "rule_form.html",
             rule=rule,
             conditions=conditions,
             rule_id=rule_id,
-            destination_names=context.settings.destination_names,
+            destination_names=_destination_names(),
             pipelines=PIPELINES,
             priorities=[p.value for p in Priority],
         ),
@@ -123,7 +130,7 @@ def new() -> Any:
     name = request.form.get("name", "").strip()
     try:
         data = _form_data(name)
-        rule = validate_rule(data, context.settings.destination_names)
+        rule = validate_rule(data, _destination_names())
         create_rule(context.engine, rule, actor=_actor(), address=client_address())
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")
@@ -144,7 +151,7 @@ def edit(rule_id: int) -> Any:
         )
     try:
         data = _form_data(stored.name)
-        rule = validate_rule(data, context.settings.destination_names)
+        rule = validate_rule(data, _destination_names())
         update_rule(context.engine, rule_id, rule, actor=_actor(), address=client_address())
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")
