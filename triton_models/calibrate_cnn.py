@@ -2,8 +2,8 @@
 
     .venv/bin/python triton_models/calibrate_cnn.py     # after train.py
 
-The CNN is trained on balanced slice batches, so its maximum over the ~30 slices of a study
-over-states the study probability. This fits p_study = sigmoid(a * max_slice_logit + b) on
+The CNN is trained on balanced batches of crops, so its maximum over the ~30 slices of a
+study over-states the study probability. This fits p_study = sigmoid(a * max_slice_logit + b) on
 validation phantoms (seeds 2000-2059, 1-3 nodules on even seeds, none on odd ones) and
 inserts Mul(a), Add(b) before the final Sigmoid (the study maximum commutes with it).
 Ranking, hence ROC AUC, is unchanged; the 0.5 threshold becomes meaningful.
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.phantom import make_phantom  # noqa: E402
-from workers.inference.preprocess import to_model_input  # noqa: E402
+from workers.inference.preprocess import to_cnn_input  # noqa: E402
 
 MODEL = ROOT / "triton_models" / "nodule_cnn" / "1" / "model.onnx"
 
@@ -38,7 +38,10 @@ def study_logits(seeds: range) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         n = int(rng.integers(1, 4)) if seed % 2 == 0 else 0
         ph = make_phantom(seed, shape=(32, 512, 512), n_nodules=n)
-        p = sess.run(None, {"image": to_model_input(ph.hu, (ph.spacing[1], ph.spacing[2]))})[0]
+        x = to_cnn_input(ph.hu, (ph.spacing[1], ph.spacing[2]))
+        p = np.concatenate(
+            [sess.run(None, {"image": x[i : i + 16]})[0] for i in range(0, len(x), 16)]
+        )
         q = float(np.clip(p.max(), 1e-7, 1 - 1e-7))
         scores.append(np.log(q / (1 - q)))
         truth.append(ph.has_nodule)

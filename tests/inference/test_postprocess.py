@@ -11,10 +11,18 @@ import pytest
 from gateway.phantom import LABEL_LUNG, LABEL_NODULE, make_phantom
 from workers.inference.postprocess import measure_nodules
 from workers.inference.preprocess import (
+    CNN_CHANNELS,
+    CNN_SIZE,
+    CNN_SPACING_MM,
     MODEL_SIZE,
+    MODEL_SPACING_MM,
     labels_from_probabilities,
+    neighbour_indices,
     resample_slices,
+    to_cnn_input,
+    to_cnn_slices,
     to_model_input,
+    with_neighbours,
 )
 from workers.inference.series import Volume
 
@@ -97,6 +105,26 @@ def test_model_input_range_and_shape() -> None:
     x = to_model_input(hu, (0.7, 0.7))
     assert x.shape == (2, 1, MODEL_SIZE, MODEL_SIZE) and x.dtype == np.float32
     assert x.min() == pytest.approx(-1.0) and x.max() == pytest.approx((40 + 250) / 750)
+
+
+def test_cnn_input_finer_grid_same_field_of_view() -> None:
+    assert pytest.approx(MODEL_SIZE * MODEL_SPACING_MM) == CNN_SIZE * CNN_SPACING_MM
+    hu = np.full((3, 512, 512), -1000.0, np.float32)
+    hu[1, 254:258, 254:258] = 40.0  # a 2.8 mm square at the centre, on the middle slice only
+    x = to_cnn_input(hu, (0.7, 0.7))
+    assert x.shape == (3, CNN_CHANNELS, CNN_SIZE, CNN_SIZE) and x.dtype == np.float32
+    # channels: previous, slice, next (mirrored at the ends: slice 0 sees slice 1 twice)
+    centre = x[:, :, CNN_SIZE // 2 - 2 : CNN_SIZE // 2 + 2, CNN_SIZE // 2 - 2 : CNN_SIZE // 2 + 2]
+    bright = centre.max(axis=(2, 3)) > 0.0
+    assert bright.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    assert np.count_nonzero(x[1, 1] > 0.0) >= 4  # about 2.3 pixels of 1.2 mm across
+    np.testing.assert_array_equal(with_neighbours(to_cnn_slices(hu, (0.7, 0.7)), 1, 2), x[1:2])
+
+
+def test_neighbour_indices_mirror_at_the_ends() -> None:
+    assert neighbour_indices(4).tolist() == [[1, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 2]]
+    assert neighbour_indices(4, 2, 9).tolist() == [[1, 2, 3], [2, 3, 2]]
+    assert neighbour_indices(1).tolist() == [[0, 0, 0]]
 
 
 def test_phantom_generator_fast_and_sane() -> None:

@@ -13,7 +13,15 @@ from numpy.typing import NDArray
 from workers.inference.config import InferenceSettings
 from workers.inference.findings import LABEL_LUNG, Findings, ModelIdentity
 from workers.inference.postprocess import measure_nodules
-from workers.inference.preprocess import MODEL_SIZE, labels_from_probabilities, to_model_input
+from workers.inference.preprocess import (
+    CNN_CHANNELS,
+    CNN_SIZE,
+    MODEL_SIZE,
+    labels_from_probabilities,
+    to_cnn_slices,
+    to_model_input,
+    with_neighbours,
+)
 from workers.inference.runners import Deadline, ModelRunner, ModelSpec, make_runner
 from workers.inference.series import Volume, read_series
 
@@ -38,7 +46,7 @@ def classification_spec(settings: InferenceSettings) -> ModelSpec:
         name=settings.classification_model,
         version=settings.classification_model_version,
         input_name="image",
-        input_shape=(1, MODEL_SIZE, MODEL_SIZE),
+        input_shape=(CNN_CHANNELS, CNN_SIZE, CNN_SIZE),
         output_name="probability",
         output_shape=(1,),
     )
@@ -61,10 +69,22 @@ class InferenceClient:
         self.runner.close()
 
     def _batched(
-        self, spec: ModelSpec, x: NDArray[np.float32], deadline: Deadline
+        self,
+        spec: ModelSpec,
+        x: NDArray[np.float32],
+        deadline: Deadline,
+        neighbours: bool = False,
     ) -> NDArray[np.float32]:
+        """Run ``spec`` on the slices ``x`` in requests of ``batch_size``; with ``neighbours``
+        each request stacks every slice with its neighbours (the CNN's input), batch by batch
+        so that the 3-channel copy of the volume is never held whole."""
         n = self.settings.batch_size
-        parts = [self.runner.infer(spec, x[i : i + n], deadline) for i in range(0, len(x), n)]
+        parts = [
+            self.runner.infer(
+                spec, with_neighbours(x, i, i + n) if neighbours else x[i : i + n], deadline
+            )
+            for i in range(0, len(x), n)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, *spec.output_shape), np.float32)
 
     def analyse_files(self, paths: Iterable[Path | str]) -> Findings:
@@ -88,13 +108,14 @@ class InferenceClient:
 
         t = time.perf_counter()
         x = to_model_input(volume.hu, volume.pixel_spacing)
+        x_cnn = to_cnn_slices(volume.hu, volume.pixel_spacing)
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
         probs = self._batched(seg_spec, x, deadline)
         timings["segmentation"] = time.perf_counter() - t
         t = time.perf_counter()
-        slice_probs = self._batched(cls_spec, x, deadline)
+        slice_probs = self._batched(cls_spec, x_cnn, deadline, neighbours=True)
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()

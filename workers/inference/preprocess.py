@@ -2,9 +2,12 @@
 
 The models see axial slices resampled to a fixed grid centred on the image centre, HU
 clipped to ``HU_WINDOW`` and scaled by ``(hu - HU_CENTER) / HU_SCALE``. The segmentation
-U-Net uses ``MODEL_SIZE`` x ``MODEL_SIZE`` pixels of ``MODEL_SPACING_MM`` mm; the nodule
+U-Net uses ``MODEL_SIZE`` x ``MODEL_SIZE`` pixels of ``MODEL_SPACING_MM`` mm. The nodule
 classifier uses the same 384 mm field of view on a finer grid, ``CNN_SIZE`` x ``CNN_SIZE``
-pixels of ``CNN_SPACING_MM`` mm, so that a 3 mm nodule covers more than two pixels.
+pixels of ``CNN_SPACING_MM`` mm (a 3 mm nodule covers more than two pixels), and sees each
+slice with its two neighbours as ``CNN_CHANNELS`` channels (previous, slice, next along the
+sorted volume, mirrored at its ends), which tells a small nodule from the cross-section of
+a vessel.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ MODEL_SIZE = 160
 MODEL_SPACING_MM = 2.4
 CNN_SIZE = 320
 CNN_SPACING_MM = 1.2
+CNN_CHANNELS = 3
 HU_WINDOW = (-1000.0, 500.0)
 HU_CENTER = -250.0
 HU_SCALE = 750.0
@@ -81,11 +85,43 @@ def to_model_input(
     return normalise_hu(res)[:, None, :, :]
 
 
+def to_cnn_slices(
+    hu_slices: NDArray[np.floating], pixel_spacing: tuple[float, float]
+) -> NDArray[np.float32]:
+    """(S, rows, cols) HU -> (S, 1, CNN_SIZE, CNN_SIZE) float32 slices on the CNN grid."""
+    return to_model_input(hu_slices, pixel_spacing, CNN_SIZE, CNN_SPACING_MM)
+
+
+def neighbour_indices(n: int, start: int = 0, stop: int | None = None) -> NDArray[np.intp]:
+    """(m, 3) indices (previous, slice, next) of slices start..stop-1 of an n-slice volume.
+
+    At the ends the missing neighbour is mirrored (slice 0 gets slice 1 on both sides), so
+    that an end slice looks like any other slice rather than like a structure that runs
+    along z; a single-slice volume repeats its slice.
+    """
+    stop = n if stop is None else min(stop, n)
+    idx = np.arange(start, stop)
+    prev = np.abs(idx - 1)
+    nxt = (n - 1) - np.abs(n - 2 - idx)
+    if n == 1:
+        prev = nxt = idx
+    return np.stack([prev, idx, nxt], axis=1)
+
+
+def with_neighbours(
+    slices: NDArray[np.floating], start: int = 0, stop: int | None = None
+) -> NDArray[np.float32]:
+    """(S, 1, H, W) sorted slices -> (m, 3, H, W) for slices start..stop-1, the channels being
+    the previous slice, the slice and the next one (see ``neighbour_indices``)."""
+    idx = neighbour_indices(len(slices), start, stop)
+    return np.asarray(slices[idx, 0], dtype=np.float32)
+
+
 def to_cnn_input(
     hu_slices: NDArray[np.floating], pixel_spacing: tuple[float, float]
 ) -> NDArray[np.float32]:
-    """(S, rows, cols) HU -> (S, 1, CNN_SIZE, CNN_SIZE) float32 input of the nodule CNN."""
-    return to_model_input(hu_slices, pixel_spacing, CNN_SIZE, CNN_SPACING_MM)
+    """(S, rows, cols) HU of a sorted volume -> (S, 3, CNN_SIZE, CNN_SIZE) nodule CNN input."""
+    return with_neighbours(to_cnn_slices(hu_slices, pixel_spacing))
 
 
 def from_model_grid(
