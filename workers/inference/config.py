@@ -17,6 +17,10 @@ class InferenceSettings(BaseModel):
     triton_grpc_url: str = Field(
         default="127.0.0.1:8001", description="Triton gRPC endpoint, host:port."
     )
+    triton_shared_memory: bool = Field(
+        default=True,
+        description="Pass tensors through POSIX shared memory when Triton is on this host.",
+    )
     triton_http_port: int = Field(default=8000, ge=1, le=65535)
     triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)

@@ -22,6 +22,7 @@ from workers.inference.errors import (
     TransientInferenceError,
 )
 from workers.inference.findings import ModelIdentity
+from workers.inference.triton_shm import SharedMemoryError, SystemSharedMemory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,8 +152,18 @@ class TritonRunner:
         self._client = grpcclient.InferenceServerClient(url=self.url)
         self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s)
         self._sleep = sleep
+        self._shm: SystemSharedMemory | None = None
+        if settings.triton_shared_memory and _on_this_host(self.url):
+            self._shm = SystemSharedMemory(self._client)
+        self._shm_lock = threading.Lock()
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        return self._shm is not None
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
         self._client.close()
 
     # -- error handling -------------------------------------------------------------------
@@ -282,6 +293,22 @@ class TritonRunner:
         data = np.ascontiguousarray(batch, dtype=np.float32)
 
         def call(timeout: float) -> NDArray[np.float32]:
+            if self._shm is not None:
+                with self._shm_lock:
+                    try:
+                        return self._infer_shared(spec, data, timeout)
+                    except SharedMemoryError as exc:
+                        log.warning("shared memory unusable, using gRPC only: %s", exc)
+                        self._shm.close()
+                        self._shm = None
+                    except Exception as exc:
+                        if "shared memory" in str(exc).lower():
+                            # Triton restarted and forgot our regions: register them again.
+                            self._shm.reset()
+                            raise TransientInferenceError(
+                                f"Triton lost shared memory: {exc}"
+                            ) from exc
+                        raise
             inp = self._grpc.InferInput(spec.input_name, list(data.shape), "FP32")
             inp.set_data_from_numpy(data)
             out = self._grpc.InferRequestedOutput(spec.output_name)
@@ -306,6 +333,30 @@ class TritonRunner:
                 f"model {spec.name!r}: expected output shape {want}, found {out.shape}"
             )
         return out
+
+    def _infer_shared(
+        self, spec: ModelSpec, data: NDArray[np.float32], timeout: float
+    ) -> NDArray[np.float32]:
+        assert self._shm is not None
+        out_shape = (data.shape[0], *spec.output_shape)
+        out_bytes = int(np.prod(out_shape)) * 4
+        inp = self._grpc.InferInput(spec.input_name, list(data.shape), "FP32")
+        inp.set_shared_memory(self._shm.write_input(data, timeout), data.nbytes)
+        out = self._grpc.InferRequestedOutput(spec.output_name)
+        out.set_shared_memory(self._shm.output_region(out_bytes, timeout), out_bytes)
+        self._client.infer(
+            spec.name,
+            [inp],
+            model_version=spec.version,
+            outputs=[out],
+            client_timeout=timeout,
+        )
+        return self._shm.read_output(out_shape)
+
+
+def _on_this_host(url: str) -> bool:
+    host = url.rsplit(":", 1)[0].strip("[]").lower()
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 class OnnxRuntimeRunner:
