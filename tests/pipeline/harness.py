@@ -156,3 +156,21 @@ def results_in_pacs(pacs: Orthanc, study_uid: str) -> dict[str, list[str]]:
             modality = series["MainDicomTags"].get("Modality", "")
             out.setdefault(modality, []).extend(series["Instances"])
     return out
+
+
+def wait_job_finished(engine: Engine, timeout_s: float = 30) -> list[Any]:
+    """The jobs once none is unfinished: the results can reach the PACS a moment before the
+    worker records the job delivered."""
+    from gateway.models import TERMINAL_JOB_STATES
+
+    return list(
+        wait_until(
+            lambda: (
+                (rows := jobs(engine))
+                and all(j.state in TERMINAL_JOB_STATES for j in rows)
+                and rows
+            ),
+            timeout_s,
+            "every job finished",
+        )
+    )

@@ -22,7 +22,13 @@ from tests.pipeline.conftest import (
     orthanc_destination,
     phantom_study,
 )
-from tests.pipeline.harness import audit_kinds_of_study, jobs, results_in_pacs, wait_until
+from tests.pipeline.harness import (
+    audit_kinds_of_study,
+    jobs,
+    results_in_pacs,
+    wait_job_finished,
+    wait_until,
+)
 from tests.results.validation import dciodvfy_errors
 from workers.triton_server import TritonServer
 
@@ -70,7 +76,7 @@ def test_orthanc_to_gateway_to_orthanc(
     except AssertionError:
         pytest.fail(f"no results; jobs {jobs(pipeline.engine)}\n{pipeline.logs()}")
     assert len(found["SEG"]) == 1 and len(found["SR"]) == 1
-    (job,) = jobs(pipeline.engine)
+    (job,) = wait_job_finished(pipeline.engine)
     assert job.state == JobState.DELIVERED, job.last_error
     assert job.attempts == 1
     for stage in ("queue_wait", "load_preprocess", "inference", "results_build", "delivery"):

@@ -18,7 +18,7 @@ from tests.inference.conftest import MODEL_REPOSITORY
 from tests.integration.dcmtk import storescu
 from tests.integration.orthanc import Orthanc
 from tests.pipeline.conftest import Pipeline, orthanc_destination, phantom_study
-from tests.pipeline.harness import jobs, results_in_pacs, wait_until
+from tests.pipeline.harness import jobs, results_in_pacs, wait_job_finished, wait_until
 from workers.triton_server import TritonServer
 
 MODALITY_AE = "CT_SCANNER"
@@ -72,7 +72,7 @@ def test_worker_killed_mid_inference(
     child.send_signal(signal.SIGKILL)
     wait_results(pacs, pipeline, study_uid, 180)
     assert_exactly_one_each(pacs, study_uid)
-    (job,) = jobs(pipeline.engine)
+    (job,) = wait_job_finished(pipeline.engine)
     assert job.state == JobState.DELIVERED
     assert job.attempts == 2, "expected the task to run again after the worker was lost"
 
@@ -106,7 +106,7 @@ def test_triton_stopped_for_30_seconds(
     finally:
         triton.stop()
     assert_exactly_one_each(pacs, study_uid)
-    (job,) = jobs(pipeline.engine)
+    (job,) = wait_job_finished(pipeline.engine)
     assert job.state == JobState.DELIVERED and job.attempts >= 2
 
 

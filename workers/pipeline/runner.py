@@ -241,15 +241,7 @@ class JobRunner:
         if self._cancelled(job_id):
             return None
         started = time.perf_counter()
-        with self.engine.connect() as connection:
-            paths = [
-                self.settings.spool_dir / p
-                for p in connection.execute(
-                    select(Instance.file_path)
-                    .join(Series, Instance.series_id == Series.id)
-                    .where(Series.series_instance_uid == job.series_instance_uid)
-                ).scalars()
-            ]
+        paths = self._series_paths(job.series_instance_uid)
         uids = ResultUIDs.for_findings(findings, pipeline=f"{job.pipeline}#{job.generation}")
         objects = build_results(read_source_series(paths), findings, self.settings.results, uids)
         stored = write_results(self.settings, objects)
