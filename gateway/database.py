@@ -9,7 +9,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.settings import GatewaySettings
 
@@ -91,3 +92,16 @@ def writer_queue(engine: Engine) -> AbstractContextManager[object]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return nullcontext()
     return WriterQueue(Path(f"{database}.writer-lock"))
+
+
+def insert_ignoring_duplicates(
+    connection: Connection, table: Any, unique_columns: list[str]
+) -> Any:
+    """INSERT ... ON CONFLICT (unique_columns) DO NOTHING in the connection's dialect: rows
+    that several processes may add at the same moment (seeds, jobs, deliveries)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=unique_columns)
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique_columns)
+    raise RuntimeError(f"expected a postgresql or sqlite database, found {dialect}")

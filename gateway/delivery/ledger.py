@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
+from gateway.database import insert_ignoring_duplicates
 from gateway.delivery.config import DeliverySettings
 from gateway.delivery.outcome import SendOutcome
 from gateway.models import Delivery, DeliveryState
@@ -40,12 +39,13 @@ def queue_deliveries(
     a destination keeps its row (and state): a rerun never delivers a second copy of what
     was delivered. Returns how many rows were added."""
     now = now or utcnow()
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     added = 0
     for destination in destinations:
         for result in results:
             statement = (
-                insert(Delivery)
+                insert_ignoring_duplicates(
+                    connection, Delivery, ["destination", "sop_instance_uid"]
+                )
                 .values(
                     destination=destination,
                     study_instance_uid=result.study_instance_uid,
@@ -60,7 +60,6 @@ def queue_deliveries(
                     created_at=now,
                     updated_at=now,
                 )
-                .on_conflict_do_nothing(index_elements=["destination", "sop_instance_uid"])
                 .returning(Delivery.id)  # rowcount is -1 with RETURNING on psycopg
             )
             if connection.execute(statement).first() is not None:

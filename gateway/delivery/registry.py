@@ -14,10 +14,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
-from gateway.database import writer_queue
+from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.config import Destination, DicomWebDestination
 from gateway.models import DestinationRecord
 
@@ -71,16 +70,6 @@ def build_destination(name: str, kind: str, config: dict[str, Any]) -> Destinati
     return _ADAPTER.validate_python({**config, "name": name, "kind": kind})
 
 
-def _insert(connection: Connection) -> Any:
-    # ON CONFLICT: processes starting together may seed the same destination at once.
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(DestinationRecord).on_conflict_do_nothing(index_elements=["name"])
-    if dialect == "sqlite":
-        return sqlite.insert(DestinationRecord).on_conflict_do_nothing(index_elements=["name"])
-    raise RuntimeError(f"expected a postgresql or sqlite database, found {dialect}")
-
-
 def seed_destinations(connection: Connection, destinations: Sequence[Destination]) -> int:
     """Insert the destinations whose name is not in the table yet (enabled); return how many
     were inserted. Runs in the caller's transaction."""
@@ -91,7 +80,7 @@ def seed_destinations(connection: Connection, destinations: Sequence[Destination
         if destination.name in existing:
             continue
         row_id = connection.execute(
-            _insert(connection)
+            insert_ignoring_duplicates(connection, DestinationRecord, ["name"])
             .values(
                 name=destination.name,
                 kind=destination.kind,

@@ -14,11 +14,9 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
-from gateway.database import writer_queue
+from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.registry import destination_names
 from gateway.models import Job, JobState, Study, StudyState
 from gateway.routing.config import RuleSettings
@@ -129,14 +127,15 @@ class StudyRouter:
             details = "; ".join((choice.reason, *choice.rejected))
             return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {details}")
         now = utcnow()
-        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
         destinations = (
             list(rule.destinations)
             if rule.destinations is not None
             else destination_names(connection)  # every enabled one in the database
         )
         job_id = connection.execute(
-            insert(Job)
+            insert_ignoring_duplicates(
+                connection, Job, ["study_instance_uid", "pipeline", "model_key", "generation"]
+            )
             .values(
                 study_id=study_id,
                 study_instance_uid=study_uid,
@@ -151,9 +150,6 @@ class StudyRouter:
                 attempts=0,
                 created_at=now,
                 updated_at=now,
-            )
-            .on_conflict_do_nothing(
-                index_elements=["study_instance_uid", "pipeline", "model_key", "generation"]
             )
             .returning(Job.id)
         ).scalar()

@@ -7,13 +7,12 @@ overwritten by the settings file on the next start.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
+from gateway.database import insert_ignoring_duplicates
 from gateway.models import RoutingRule
 from gateway.routing.config import RuleSettings
 
@@ -29,16 +28,6 @@ class StoredRule(RuleSettings):
     position: int
 
 
-def _insert(connection: Connection) -> Any:
-    # ON CONFLICT: processes starting together may seed the same rule at the same time.
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(RoutingRule).on_conflict_do_nothing(index_elements=["name"])
-    if dialect == "sqlite":
-        return sqlite.insert(RoutingRule).on_conflict_do_nothing(index_elements=["name"])
-    raise RuntimeError(f"expected a postgresql or sqlite database, found {dialect}")
-
-
 def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
     """Insert the rules whose name is not in the table yet, after the existing ones and in
     the given order; return how many were inserted. Runs in the caller's transaction."""
@@ -52,7 +41,7 @@ def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
             continue
         position += 1
         row_id = connection.execute(
-            _insert(connection)
+            insert_ignoring_duplicates(connection, RoutingRule, ["name"])
             .values(
                 name=rule.name,
                 position=position,
