@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit setup system-packages triton-env triton bench-ingest \
-	bench-inference bench-pipeline clean
+	bench-inference bench-pipeline screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
@@ -51,6 +51,11 @@ bench-ingest: setup system-packages
 
 bench-inference: triton-env
 	$(BIN)/python bench/inference/bench_inference.py
+
+# Refresh docs/screenshots/ from the browser tests.
+screenshots: setup system-packages triton-env
+	PACS_GATEWAY_SAVE_SCREENSHOTS=1 PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
+		$(BIN)/python -m pytest -q tests/web/test_browser.py tests/web/test_triton.py -k sqlite
 
 bench-pipeline: triton-env system-packages
 	$(BIN)/python bench/pipeline/bench_pipeline.py

@@ -3,6 +3,7 @@ PostgreSQL), users of each role, and a signed-in test client per role."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -24,6 +25,16 @@ from tests.conftest import REPO, make_settings
 PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "operator", "admin")
 SCREENSHOTS = REPO / "docs" / "screenshots"
+
+
+def screenshot_dir(tmp_path: Path, database_url: str) -> Path:
+    """docs/screenshots/ when asked for (`make screenshots`), else a temporary folder: a test
+    run must not rewrite tracked files."""
+    if os.environ.get("PACS_GATEWAY_SAVE_SCREENSHOTS") and database_url.startswith("sqlite"):
+        return SCREENSHOTS
+    return tmp_path / "shots"
+
+
 WAIT_S = 60
 
 

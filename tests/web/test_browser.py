@@ -1,6 +1,7 @@
 """The admin UI in a real browser (headless Chromium through Selenium): sign in, see the
 dashboard, open a study and its preview picture, change a rule, test a destination against
-a real Verification SCP. Saves screenshots of the main pages to docs/screenshots/."""
+a real Verification SCP. Saves screenshots of the main pages (into docs/screenshots/ with
+`make screenshots`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from gateway.web import create_app
 from gateway.web.rule_edits import create_rule
 from gateway.web.users import Role, create_user
 from tests.conftest import free_port
-from tests.web.conftest import PASSWORD, SCREENSHOTS, WAIT_S, web_settings
+from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, web_settings
 from tests.web.study_data import PATIENT_NAME, store_study
 
 
@@ -75,7 +76,7 @@ def test_sign_in_study_preview_rule_and_destination(
         address="127.0.0.1",
     )
     create_rule(engine, RuleSettings(name="default"), actor="test", address="127.0.0.1")
-    shots = SCREENSHOTS if database_url.startswith("sqlite") else tmp_path / "shots"
+    shots = screenshot_dir(tmp_path, database_url)
     shots.mkdir(parents=True, exist_ok=True)
     server = make_server("127.0.0.1", 0, create_app(settings, engine), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

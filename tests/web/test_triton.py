@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.web import create_app
 from tests.inference.conftest import start_triton
-from tests.web.conftest import PASSWORD, SCREENSHOTS, WAIT_S, sign_in, web_settings
+from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, sign_in, web_settings
 from workers.inference.pipeline import analyse_series
 from workers.triton_server import TritonServer
 
@@ -66,7 +66,7 @@ def test_models_page_lists_what_triton_serves(
     assert "triton: ok" in ready.get_data(as_text=True)
     assert "Triton:" not in client.get("/").get_data(as_text=True)
 
-    shots = SCREENSHOTS if database_url.startswith("sqlite") else tmp_path / "shots"
+    shots = screenshot_dir(tmp_path, database_url)
     shots.mkdir(parents=True, exist_ok=True)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
