@@ -31,6 +31,8 @@ class AuditKind(enum.StrEnum):
     DELIVERY_FAILED = "delivery.failed"
     STUDY_ROUTED = "study.routed"
     STUDY_NOT_ROUTED = "study.not_routed"
+    STUDY_HELD = "study.held"  # its selected series looks incomplete: no job yet
+    STUDY_RELEASED = "study.released"  # late instances completed the held series
     JOB_QUEUED = "job.queued"
     JOB_STARTED = "job.started"
     JOB_INFERRED = "job.inferred"
@@ -52,6 +54,8 @@ class AuditKind(enum.StrEnum):
     USER_LOGIN_FAILED = "user.login_failed"
     USER_LOGIN_BLOCKED = "user.login_blocked"
     USER_LOGOUT = "user.logout"
+    USER_LOGIN_LOCKED = "user.login_locked"  # a login limit was reached
+    USER_SESSION_ENDED = "user.session_ended"  # an admin ended a web session
     DESTINATION_TESTED = "destination.tested"
     PATIENT_IDENTITY_VIEWED = "study.identity_viewed"
     DESTINATION_SEEDED = "destination.seeded"
@@ -59,6 +63,7 @@ class AuditKind(enum.StrEnum):
     DESTINATION_UPDATED = "destination.updated"
     DESTINATION_ENABLED = "destination.enabled"
     DESTINATION_DISABLED = "destination.disabled"
+    SPOOL_ORPHANS_REMOVED = "spool.orphans_removed"  # files no instance row names, past grace
 
 
 class Outcome(enum.StrEnum):

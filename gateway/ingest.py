@@ -86,9 +86,11 @@ _UPSERT_SERIES = text(
 _INSERT_INSTANCE = text(
     """
     INSERT INTO instances (series_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
-                           instance_number, file_path, size_bytes, calling_ae, received_at)
+                           instance_number, file_path, size_bytes, calling_ae, received_at,
+                           slice_position, images_in_acquisition, acquisition_number)
     VALUES (:series_id, :sop_instance_uid, :sop_class_uid, :transfer_syntax_uid,
-            :instance_number, :file_path, :size_bytes, :calling_ae, :now)
+            :instance_number, :file_path, :size_bytes, :calling_ae, :now,
+            :slice_position, :images_in_acquisition, :acquisition_number)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING id
     """
@@ -194,6 +196,9 @@ class InstanceIndex:
                         "sop_class_uid": header.sop_class_uid,
                         "transfer_syntax_uid": header.transfer_syntax_uid,
                         "instance_number": header.instance_number,
+                        "slice_position": header.slice_position,
+                        "images_in_acquisition": header.images_in_acquisition,
+                        "acquisition_number": header.acquisition_number,
                         "file_path": spooled.relative_path,
                         "size_bytes": spooled.size_bytes,
                         "calling_ae": sender.ae_title,

@@ -64,6 +64,12 @@ class Study(Base):
     routed_generation: Mapped[int] = mapped_column(
         Integer, default=0, server_default="0", doc="The completion_count last routed."
     )
+    series_hold_reason: Mapped[str | None] = mapped_column(
+        Text, doc="Why the series selected for the model looks incomplete, while held."
+    )
+    series_held_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When the hold began (its deadline counts from here)."
+    )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
@@ -101,6 +107,11 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     calling_ae: Mapped[str] = mapped_column(AE_TITLE)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    slice_position: Mapped[float | None] = mapped_column(
+        Float, doc="ImagePositionPatient along the slice normal (mm)."
+    )
+    images_in_acquisition: Mapped[int | None] = mapped_column(Integer)
+    acquisition_number: Mapped[int | None] = mapped_column(Integer)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -262,3 +273,41 @@ class DestinationRecord(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebSession(Base):
+    """A signed-in admin UI session. The cookie carries a random token; only its SHA-256 is
+    kept here, so a copy of this table signs nobody in. Ended sessions keep their row (who,
+    when, why) until pruned."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(200), doc="Truncated.")
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """A failed sign-in, counted by the login limits (per username and address, per address,
+    per username, per trusted browser); rows older than the window are pruned."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    source_address: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(
+        String(64), doc="SHA-256 of the trusted-browser cookie's id, if one was presented."
+    )
+
+    __table_args__ = (
+        Index("ix_login_failures_username", "username", "occurred_at"),
+        Index("ix_login_failures_address", "source_address", "occurred_at"),
+    )

@@ -29,6 +29,7 @@ from gateway.jobs.router import StudyRouter
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
 from gateway.settings import GatewaySettings
+from gateway.spool_hygiene import SpoolHygiene
 
 LOGGER = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ def serve(
             name="study-assembly",
         )
     )
+    # Beside assembly (once per gateway): orphan spool files of a failed commit.
+    hygiene = SpoolHygiene(settings, engine)
+    pass  # BROKEN-H4
     from workers.celery_app import make_celery, send_job
 
     celery = make_celery(settings)

@@ -93,12 +93,60 @@ class DicomSettings(BaseModel):
     acse_timeout_s: float = Field(default=30.0, gt=0)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
+    pdu_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A PDU must arrive whole within this long of its first byte (the "
+        "A-ASSOCIATE-RQ within acse_timeout_s of the connection).",
+    )
+    max_pending_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Connections without an association yet, over all addresses; when full, "
+        "the oldest is closed. Separate from max_associations.",
+    )
+    max_pending_per_address: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Connections without an association per address (a PACS may open "
+        "several associations at once).",
+    )
+    max_connections_per_address: int = Field(
+        default=32, ge=1, le=10_000, description="Connections of any kind per source address."
+    )
+    rejection_audit_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Refusals of one address for one reason within this window: the first "
+        "is audited at once, the rest as one row with their count.",
+    )
     listener_processes: int = Field(
         default=1, ge=1, le=64, description="Listener processes; associations spread over them."
     )
     tcp_quickack: bool = Field(
         default=True,
         description="ACK at once so senders without TCP_NODELAY do not stall on delayed ACKs.",
+    )
+    max_dataset_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest C-STORE dataset held in memory while its P-DATA arrive; beyond it "
+        "the rest is discarded and 0xA700 answered. Worst case max_associations x this.",
+    )
+    max_inflated_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest Deflated Explicit VR Little Endian body once inflated; a bigger "
+        "one (a deflate bomb) is refused with 0xA700 while inflating, never held whole.",
+    )
+    max_sequence_depth: int = Field(
+        default=64,
+        ge=1,
+        le=128,
+        description="Deepest nesting of sequences accepted; deeper is refused with 0xC210 "
+        "(pydicom recurses per level and fails between 150 and 200).",
     )
     tls: TLSSettings = Field(default_factory=TLSSettings)
 
@@ -115,6 +163,15 @@ class StorageSettings(BaseModel):
         default=1024, ge=0, description="Below this much free space C-STORE answers 0xA700."
     )
     fsync: bool = Field(default=True, description="Only turn off for throwaway test data.")
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        ge=300.0,
+        description="A spool file that no instance row names (the commit after the write "
+        "failed) is removed once this old; far longer than any C-STORE in flight.",
+    )
+    orphan_sweep_interval_s: float = Field(
+        default=600.0, gt=0, description="How often the spool is searched for orphan files."
+    )
 
 
 class AssemblySettings(BaseModel):

@@ -4,6 +4,9 @@ Delivery guarantees: tasks carry only a job ID (JSON), are acknowledged after th
 (`acks_late`) and given back if the worker process dies (`reject_on_worker_lost`), each
 worker process reserves one task at a time (prefetch 1), and Redis redelivers an
 unacknowledged task only after `visibility_timeout_s`, longer than the hard time limit.
+A soft time limit a little before the hard one lets the task record the job failed; a hard
+limit acknowledges the message, and the task's `task_failure` handler ends the job
+(workers/tasks.py).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def make_celery(settings: GatewaySettings, broker_url: str | None = None) -> Cel
         task_default_queue=QUEUE,
         task_default_priority=PRIORITY["routine"],
         task_time_limit=p.task_time_limit_s,
+        task_soft_time_limit=p.task_soft_time_limit_s,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         # A broker that is down must not stall the router: give up quickly, the job stays

@@ -7,7 +7,6 @@ header says one thing and whose body says another is never stored.
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -17,9 +16,17 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from gateway.dicom.byte_readers import BufferReader, ByteReader, InflateError, InflatingReader
+from gateway.dicom.dataset_limits import DatasetLimits
+from gateway.dicom.structure import MalformedStructure, check_structure
+
 _UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PIXEL_DATA_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# Inflated bytes kept for the header parse; a bigger deflated body is walked as it inflates
+# and only its attributes up to group 0020 (all we index) are read from these bytes.
+HEADER_WINDOW_BYTES = 16 * 1024 * 1024
+_LAST_HEADER_TAG = 0x0020FFFF
 
 
 class UnreadableDataset(Exception):
@@ -42,6 +49,10 @@ class InstanceHeader:
     instance_number: int | None
     slice_thickness: float | None
     study_date: str | None
+    # Completeness of a series (technical, no PHI): see gateway/routing/completeness.py.
+    slice_position: float | None = None  # ImagePositionPatient along the slice normal, mm
+    images_in_acquisition: int | None = None  # (0020,1002), when the sender sets it
+    acquisition_number: int | None = None
 
 
 def check_uid(name: str, value: object) -> str:
@@ -72,14 +83,48 @@ def _number(ds: Dataset, keyword: str, kind: type[int] | type[float]) -> int | f
         return None  # tolerate a malformed optional attribute when reading
 
 
-def _inflate(body: bytes | memoryview) -> bytes:
+def _slice_position(ds: Dataset) -> float | None:
+    """ImagePositionPatient projected on the slice normal (row x column direction), or None
+    when either attribute is missing or malformed (tolerated when reading)."""
     try:
-        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
-    except zlib.error as exc:
-        raise UnreadableDataset(
-            "expected a deflated body for Deflated Explicit VR Little Endian, found "
-            f"bytes that do not inflate ({exc})"
-        ) from exc
+        px, py, pz = (float(v) for v in ds.get("ImagePositionPatient") or ())
+        rx, ry, rz, cx, cy, cz = (float(v) for v in ds.get("ImageOrientationPatient") or ())
+    except (TypeError, ValueError):
+        return None
+    nx, ny, nz = ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx
+    norm = (nx * nx + ny * ny + nz * nz) ** 0.5
+    if norm < 1e-6:
+        return None
+    return (px * nx + py * ny + pz * nz) / norm
+
+
+def _inflate(body: bytes | memoryview, limits: DatasetLimits) -> tuple[bytes, int]:
+    """The inflated body (whole, or its first HEADER_WINDOW_BYTES) and its inflated size.
+
+    Inflated as the structure walk reads it: refused past the bound (DatasetTooLarge), when
+    the stream is cut off, or when the dataset inside is malformed.
+    """
+    reader = InflatingReader(
+        body, max_bytes=limits.max_inflated_bytes, keep_bytes=HEADER_WINDOW_BYTES
+    )
+    try:
+        _check_structure(reader, UID(DeflatedExplicitVRLittleEndian), limits)
+        reader.drain()
+    except InflateError as exc:
+        raise UnreadableDataset(f"{DeflatedExplicitVRLittleEndian.name}: {exc}") from exc
+    return bytes(reader.kept), reader.inflated
+
+
+def _check_structure(reader: ByteReader, transfer_syntax: UID, limits: DatasetLimits) -> None:
+    try:
+        check_structure(
+            reader,
+            implicit_vr=transfer_syntax.is_implicit_VR,
+            little_endian=transfer_syntax.is_little_endian,
+            max_depth=limits.max_sequence_depth,
+        )
+    except MalformedStructure as exc:
+        raise UnreadableDataset(str(exc)) from exc
 
 
 def _check_body_matches_syntax(body: bytes | memoryview, transfer_syntax: UID) -> None:
@@ -129,24 +174,39 @@ def _check_pixel_encapsulation(ds: Dataset, transfer_syntax: UID) -> None:
             )
 
 
-def read_header(body: bytes | memoryview, transfer_syntax_uid: str) -> InstanceHeader:
-    """Parse a dataset (no file meta) as received, without decoding pixel values."""
+def read_header(
+    body: bytes | memoryview, transfer_syntax_uid: str, limits: DatasetLimits | None = None
+) -> InstanceHeader:
+    """Parse a dataset (no file meta) as received, without decoding pixel values.
+
+    Raises UnreadableDataset (answer 0xC210) or DatasetTooLarge (answer 0xA700).
+    """
+    limits = limits or DatasetLimits()
     transfer_syntax = UID(transfer_syntax_uid)
+    if len(body) < 8:  # before inflating: a short body is never a dataset
+        raise UnreadableDataset(f"expected a dataset of at least 8 bytes, found {len(body)}")
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        body = _inflate(body)
+        body, size = _inflate(body, limits)
+    else:
+        size = len(body)
     _check_body_matches_syntax(body, transfer_syntax)
+    if transfer_syntax != DeflatedExplicitVRLittleEndian:
+        _check_structure(BufferReader(body), transfer_syntax, limits)
+    whole = size == len(body)
     try:
-        # defer_size: large values (pixel data) are skipped, never read or decoded.
+        # defer_size: large values (pixel data) are skipped, never read or decoded. The
+        # structure walk has bounded the nesting, so pydicom's recursion stays shallow.
         ds = read_dataset(
             BytesIO(body),
             transfer_syntax.is_implicit_VR,
             transfer_syntax.is_little_endian,
             defer_size=1024,
+            stop_when=None if whole else (lambda tag, vr, length: tag > _LAST_HEADER_TAG),
         )
         if "SOPInstanceUID" not in ds:
             raise UnreadableDataset("expected SOP Instance UID (0008,0018), found none")
         _check_pixel_encapsulation(ds, transfer_syntax)
-        _check_complete(ds, len(body))
+        _check_complete(ds, size)
         header = InstanceHeader(
             sop_class_uid=check_uid("SOP Class UID", ds.get("SOPClassUID")),
             sop_instance_uid=check_uid("SOP Instance UID", ds.get("SOPInstanceUID")),
@@ -162,10 +222,21 @@ def read_header(body: bytes | memoryview, transfer_syntax_uid: str) -> InstanceH
             instance_number=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
             slice_thickness=_number(ds, "SliceThickness", float),
             study_date=_text(ds, "StudyDate", 8),
+            slice_position=_slice_position(ds),
+            images_in_acquisition=_number(ds, "ImagesInAcquisition", int),  # type: ignore[arg-type]
+            acquisition_number=_number(ds, "AcquisitionNumber", int),  # type: ignore[arg-type]
         )
     except UnreadableDataset:
         raise
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        OSError,
+        RecursionError,  # defensive: the structure walk bounds nesting before this
+    ) as exc:
         raise UnreadableDataset(
             f"expected a DICOM dataset in {transfer_syntax.name}, found bytes that do not "
             f"parse ({type(exc).__name__})"

@@ -8,6 +8,8 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from pydicom import uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config
@@ -15,7 +17,12 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
+from gateway.audit import record
+from gateway.dicom.connection_guard import ConnectionGuard, ConnectionLimits
+from gateway.dicom.dataset_limits import DatasetLimits
+from gateway.dicom.pdu_guard import PduLimits
 from gateway.dicom.peers import PeerPolicy
+from gateway.dicom.rejection_audit import RejectionAudit
 from gateway.dicom.spool import Spool
 from gateway.dicom.storage_scp import StorageSCP
 from gateway.dicom.transport import GatewayAssociationServer
@@ -50,6 +57,18 @@ def configure_pynetdicom_logging() -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    dul_logger = logging.getLogger("pynetdicom.dul")
+    if not any(isinstance(f, _CutPduFilter) for f in dul_logger.filters):
+        dul_logger.addFilter(_CutPduFilter())
+
+
+class _CutPduFilter(logging.Filter):
+    """pynetdicom logs an error for every PDU that ends early: each connection our PDU guard
+    cuts (already logged with the reason, audited per peer and minute) or a peer that
+    vanished mid-PDU. One line per attacking connection would flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The received PDU is shorter than expected")
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -64,7 +83,9 @@ def supported_contexts() -> list[PresentationContext]:
 
 def build_ae(dicom: DicomSettings) -> AE:
     ae = AE(ae_title=dicom.ae_title)
-    ae.maximum_associations = dicom.max_associations
+    # pynetdicom counts every connection thread, pending ones too; ConnectionGuard enforces
+    # max_associations for allowed peers, this is only a backstop.
+    ae.maximum_associations = dicom.max_associations + dicom.max_pending_connections
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.acse_timeout = dicom.acse_timeout_s
     ae.dimse_timeout = dicom.dimse_timeout_s
@@ -72,6 +93,11 @@ def build_ae(dicom: DicomSettings) -> AE:
     ae.require_called_aet = False  # PeerPolicy checks it, with an audit event
     ae.require_calling_aet = []
     return ae
+
+
+def _write_audit(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    with engine.begin() as connection:
+        record(connection, *rows)
 
 
 def tls_context(dicom: DicomSettings) -> ssl.SSLContext | None:
@@ -87,13 +113,32 @@ def tls_context(dicom: DicomSettings) -> ssl.SSLContext | None:
     return context
 
 
+def connection_limits(dicom: DicomSettings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_associations=dicom.max_associations,
+        max_pending=dicom.max_pending_connections,
+        max_pending_per_address=dicom.max_pending_per_address,
+        max_per_address=dicom.max_connections_per_address,
+    )
+
+
+def pdu_limits(dicom: DicomSettings) -> PduLimits:
+    return PduLimits(
+        max_pdu_size=dicom.max_pdu_size,
+        association_request_timeout_s=dicom.acse_timeout_s,
+        pdu_timeout_s=dicom.pdu_timeout_s,
+    )
+
+
 @dataclass
 class Listener:
     """Running servers; `stop()` closes them."""
 
     servers: list[GatewayAssociationServer]
+    rejections: RejectionAudit | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     by_endpoint: dict[str, GatewayAssociationServer] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def deliver(self, endpoint: str, connection: socket.socket, peer: tuple[str, int]) -> None:
         """Serve a connection that another process accepted."""
@@ -128,8 +173,17 @@ class Listener:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))
             if assoc.is_alive():
                 assoc.abort()  # unacknowledged instances are resent by the sender
+        self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=5)
+        if self.rejections is not None:
+            self.rejections.flush_all()
+
+    def flush_rejections(self, interval_s: float) -> None:
+        """Write the aggregated rejection rows whose window has ended, until stopped."""
+        while not self.stopping.wait(interval_s):
+            if self.rejections is not None:
+                self.rejections.flush_due()
 
 
 PLAIN_ENDPOINT = "plain"
@@ -165,10 +219,15 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
     peers = PeerPolicy(
         dicom.ae_title, dicom.allowed_peers, require_called_ae_title=dicom.require_called_ae_title
     )
-    scp = StorageSCP(engine, spool, peers)
+    rejections = RejectionAudit(partial(_write_audit, engine), dicom.rejection_audit_window_s)
+    scp = StorageSCP(
+        engine, spool, peers, DatasetLimits.from_settings(dicom), rejections=rejections
+    )
     contexts = supported_contexts()
     context = tls_context(dicom)
-    listener = Listener(servers=[])
+    guard = ConnectionGuard(connection_limits(dicom))
+    limits = pdu_limits(dicom)
+    listener = Listener(servers=[], rejections=rejections)
     try:
         for name, port in listener_endpoints(dicom).items():
             ssl_context = context if name == TLS_ENDPOINT else None
@@ -183,6 +242,9 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
                 tls_context=ssl_context,
                 handshake_timeout_s=dicom.acse_timeout_s,
                 network_timeout_s=dicom.network_timeout_s,
+                guard=guard,
+                pdu_limits=limits,
+                on_refused=scp.on_connection_refused,
                 on_tls_failure=scp.on_tls_failure,
             )
             listener.servers.append(server)
@@ -197,6 +259,14 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
             )
             thread.start()
             listener.threads.append(thread)
+        flusher = threading.Thread(
+            target=listener.flush_rejections,
+            args=(min(5.0, dicom.rejection_audit_window_s),),
+            name="dicom-rejection-audit",
+            daemon=True,
+        )
+        flusher.start()
+        listener.threads.append(flusher)
     except Exception:
         listener.stop()
         raise

@@ -19,8 +19,11 @@ from sqlalchemy import Engine
 
 from gateway.audit import AuditKind, Outcome, audit_row, record
 from gateway.dicom import statuses
+from gateway.dicom.dataset_limits import DatasetLimits, DatasetTooLarge
 from gateway.dicom.header import InstanceHeader, UnreadableDataset, read_header
+from gateway.dicom.pdata_bound import DiscardedDataset, install_on_requested
 from gateway.dicom.peers import PeerPolicy
+from gateway.dicom.rejection_audit import RejectionAudit
 from gateway.dicom.spool import Spool, SpooledFile, SpoolFull
 from gateway.ingest import HierarchyConflict, InstanceIndex, Receipt, Sender
 
@@ -40,15 +43,27 @@ def _sender(event: evt.Event) -> Sender:
 class StorageSCP:
     """Handlers bound to pynetdicom events; one instance shared by every association."""
 
-    def __init__(self, engine: Engine, spool: Spool, peers: PeerPolicy) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        spool: Spool,
+        peers: PeerPolicy,
+        limits: DatasetLimits | None = None,
+        *,
+        rejections: RejectionAudit,
+    ) -> None:
         self.engine = engine
         self.spool = spool
         self.peers = peers
+        self.rejections = rejections
+        self.limits = limits or DatasetLimits()
         self.index = InstanceIndex(engine)
 
     def handlers(self) -> list[tuple[evt.EventType, Any]]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
+            # Before the association is accepted, so before any P-DATA: see pdata_bound.py.
+            (evt.EVT_REQUESTED, install_on_requested(self.limits.max_dataset_bytes)),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
@@ -73,36 +88,35 @@ class StorageSCP:
         reason = self.peers.check(calling, called, address)
         if reason is None:
             return
-        LOGGER.warning(
-            "rejecting association from %s calling %r called %r: %s",
-            address,
-            calling,
-            called,
-            reason.name,
+        first = self.rejections.note(
+            address, reason.name.lower(), actor=calling, detail={"called_ae": called}
         )
-        self._audit(
-            audit_row(
-                AuditKind.ASSOCIATION_REJECTED,
-                Outcome.FAILURE,
-                actor=calling,
-                source_address=address,
-                detail={"called_ae": called, "reason": reason.name.lower()},
+        if first:  # later ones within the window are counted, not logged one by one
+            LOGGER.warning(
+                "rejecting association from %s calling %r called %r: %s",
+                address,
+                calling,
+                called,
+                reason.name,
             )
-        )
         assoc.acse.send_reject(*reason.value)
         assoc.kill()  # as pynetdicom does after its own rejections: waits for the RJ to go
 
     def on_tls_failure(self, address: str, reason: str) -> None:
         """A TLS handshake failed (no or untrusted client certificate, plain DICOM, ...)."""
-        LOGGER.warning("TLS handshake from %s failed: %s", address, reason)
-        self._audit(
-            audit_row(
-                AuditKind.ASSOCIATION_REJECTED,
-                Outcome.FAILURE,
-                source_address=address,
-                detail={"reason": "tls_handshake_failed", "tls_error": reason[:200]},
-            )
-        )
+        if self.rejections.note(
+            address,
+            "tls_handshake_failed",
+            detail={"tls_error": reason[:200]},
+            variant=reason[:200],
+        ):
+            LOGGER.warning("TLS handshake from %s failed: %s", address, reason)
+
+    def on_connection_refused(self, address: str, reason: str, message: str) -> None:
+        """A connection limit or a PDU limit closed a connection before or during its
+        association (gateway/dicom/connection_guard.py, pdu_guard.py)."""
+        if self.rejections.note(address, reason, detail={"message": message[:200]}):
+            LOGGER.warning("connection from %s closed: %s", address, message)
 
     def on_accepted(self, event: evt.Event) -> None:
         sender = _sender(event)
@@ -123,11 +137,33 @@ class StorageSCP:
         sender = _sender(event)
         request = cast(C_STORE, event.request)
         try:
-            body = cast(BytesIO, request.DataSet).getbuffer()
-            header = read_header(body, str(event.context.transfer_syntax))
+            return self._receive(event, sender, request)
+        except Exception as exc:
+            # Whatever went wrong, one line, an audit event and a status: never pynetdicom's
+            # generic 0xC211 with a traceback. The sender may retry (0x0110).
+            return self._refuse(
+                sender,
+                statuses.PROCESSING_FAILURE,
+                f"unexpected {type(exc).__name__} while receiving",
+                request,
+            )
+
+    def _receive(self, event: evt.Event, sender: Sender, request: C_STORE) -> int:
+        dataset = request.DataSet
+        if isinstance(dataset, DiscardedDataset):  # grew past dicom.max_dataset_mb
+            return self._refuse(sender, statuses.OUT_OF_RESOURCES, dataset.refusal(), request)
+        try:
+            body = cast(BytesIO, dataset).getbuffer()
+            header = read_header(body, str(event.context.transfer_syntax), self.limits)
             self._check_matches_request(header, request)
         except UnreadableDataset as exc:
             return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
+        except DatasetTooLarge as exc:
+            return self._refuse(sender, statuses.OUT_OF_RESOURCES, str(exc), request)
+        except RecursionError:  # defensive: the structure walk bounds nesting before pydicom
+            return self._refuse(
+                sender, statuses.CANNOT_UNDERSTAND, "sequences nested too deep to parse", request
+            )
         except _DoesNotMatch as exc:
             return self._refuse(
                 sender, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), request

@@ -13,13 +13,16 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.registry import destination_names
+from gateway.jobs.sweeper import StuckJobSweeper
 from gateway.models import Job, JobState, Study, StudyState
+from gateway.routing.completeness import check_series_completeness
 from gateway.routing.config import RuleSettings
+from gateway.routing.holds import end_hold, hold_study
 from gateway.routing.rules import route_study
 from gateway.routing.seed import load_rules, seed_rules
 from gateway.routing.selection import select_series
@@ -45,6 +48,7 @@ class StudyRouter:
         self.engine = engine
         self.send = send
         self._writers = writer_queue(engine)
+        self.sweeper = StuckJobSweeper(settings, engine)
 
     def seed(self) -> int:
         with self._writers, self.engine.begin() as connection:
@@ -74,6 +78,34 @@ class StudyRouter:
                     made += self._route(connection, study_id, study_uid, generation, rules)
         return made
 
+    def fail_overdue_holds(self) -> list[int]:
+        """Route again every complete study held past `series_completeness.hold_s`: its
+        series is still incomplete, so the job is made failed with the reason."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.routing.series_completeness.hold_s)
+        made: list[int] = []
+        with self._writers, self.engine.begin() as connection:
+            studies = connection.execute(
+                select(Study.id, Study.study_instance_uid, Study.routed_generation).where(
+                    Study.state == StudyState.COMPLETE,
+                    Study.series_held_at <= cutoff,
+                    Study.routed_generation == Study.completion_count,
+                )
+            ).all()
+            if not studies:
+                return made
+            rules = load_rules(connection)
+            for study_id, study_uid, generation in studies:
+                claimed = connection.execute(  # concurrent routers: one fails it
+                    update(Study)
+                    .where(Study.id == study_id, Study.series_held_at <= cutoff)
+                    .values(series_held_at=None, series_hold_reason=None)
+                ).rowcount
+                if claimed == 1:
+                    made += self._route(
+                        connection, study_id, study_uid, generation, rules, overdue=True
+                    )
+        return made
+
     def _not_routed(self, connection: Connection, study_uid: str, reason: str) -> list[int]:
         record(
             connection,
@@ -95,6 +127,7 @@ class StudyRouter:
         study_uid: str,
         generation: int,
         rules: Sequence[RuleSettings],
+        overdue: bool = False,
     ) -> list[int]:
         decision = route_study(connection, study_uid, rules)
         matched, rule = decision.matched, decision.rule
@@ -109,6 +142,8 @@ class StudyRouter:
                 Job.study_instance_uid == study_uid,
                 Job.pipeline == rule.pipeline,
                 Job.model_key == key,
+                # a job failed before it started (an incomplete series) reported nothing
+                ~and_(Job.state == JobState.FAILED, Job.started_at.is_(None)),
             )
         ).first()
         if earlier is not None and not rule.rerun_on_update:
@@ -127,6 +162,22 @@ class StudyRouter:
             details = "; ".join((choice.reason, *choice.rejected))
             return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {details}")
         now = utcnow()
+        series_uid = choice.series_instance_uid
+        completeness_settings = self.settings.routing.series_completeness
+        completeness = check_series_completeness(connection, series_uid, completeness_settings)
+        failure: str | None = None
+        if not completeness.complete:
+            hold_s = completeness_settings.hold_s
+            if hold_s > 0 and not overdue:
+                hold_study(
+                    connection, study_id, study_uid, series_uid, completeness.reason, hold_s, now
+                )
+                LOGGER.info("study %s held: %s", study_uid, completeness.reason)
+                return []
+            waited = f"; no instance filled it within {hold_s:g} s" if hold_s > 0 else ""
+            failure = f"incomplete series {series_uid}: {completeness.reason}{waited}"
+        else:
+            end_hold(connection, study_id, study_uid, series_uid, now)
         destinations = (
             list(rule.destinations)
             if rule.destinations is not None
@@ -146,7 +197,9 @@ class StudyRouter:
                 series_instance_uid=choice.series_instance_uid,
                 destinations=destinations,
                 priority=rule.priority.value,
-                state=JobState.QUEUED,
+                state=JobState.QUEUED if failure is None else JobState.FAILED,
+                last_error=failure,
+                finished_at=None if failure is None else now,
                 attempts=0,
                 created_at=now,
                 updated_at=now,
@@ -165,7 +218,8 @@ class StudyRouter:
                 occurred_at=now,
             ),
             audit_row(
-                AuditKind.JOB_QUEUED,
+                AuditKind.JOB_QUEUED if failure is None else AuditKind.JOB_FAILED,
+                Outcome.SUCCESS if failure is None else Outcome.FAILURE,
                 actor="router",
                 study_instance_uid=study_uid,
                 detail={
@@ -174,10 +228,13 @@ class StudyRouter:
                     "generation": generation,
                     "priority": rule.priority.value,
                     "destinations": destinations,
+                    **({} if failure is None else {"reason": failure}),
                 },
                 occurred_at=now,
             ),
         )
+        if failure is not None:
+            LOGGER.warning("job %s failed: %s", job_id, failure)
         return [int(job_id)]
 
     def dispatch_queued(self) -> int:
@@ -203,6 +260,8 @@ class StudyRouter:
         while not stop.is_set():
             try:
                 self.route_complete_studies()
+                self.fail_overdue_holds()
+                self.sweeper.sweep()  # before dispatch: a job queued again goes out now
                 self.dispatch_queued()
             except Exception as exc:  # keep going: the database or broker may come back
                 LOGGER.error("routing pass failed: %s: %s", type(exc).__name__, exc)

@@ -129,9 +129,35 @@ class SeriesSelectionSettings(BaseModel):
         return self
 
 
+class SeriesCompletenessSettings(BaseModel):
+    """When the series chosen for the model looks incomplete (a gap in positions or instance
+    numbers, fewer instances than Images in Acquisition), its job is held, then failed."""
+
+    hold_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="How long a study with an incomplete series waits for the missing "
+        "instances before its job fails with the reason; 0 fails at once.",
+    )
+    gap_factor: float = Field(
+        default=1.5,
+        gt=1.0,
+        description="A slice spacing counts as a gap above this times the expected spacing.",
+    )
+    check_instance_numbers: bool = Field(
+        default=True, description="Missing numbers inside the series' Instance Number run."
+    )
+    check_images_in_acquisition: bool = Field(
+        default=True, description="Fewer instances than Images in Acquisition (0020,1002)."
+    )
+
+
 class RoutingSettings(BaseModel):
     rules: list[RuleSettings] = Field(default_factory=list)
     series_selection: SeriesSelectionSettings = Field(default_factory=SeriesSelectionSettings)
+    series_completeness: SeriesCompletenessSettings = Field(
+        default_factory=SeriesCompletenessSettings
+    )
 
     @field_validator("rules")
     @classmethod

@@ -23,9 +23,30 @@ class WebSettings(BaseModel):
     )
     session_lifetime_s: int = Field(default=8 * 3600, ge=60, description="Idle sign-out.")
     login_max_failures: int = Field(
-        default=5, ge=1, description="Failed logins per username and address in the window."
+        default=5,
+        ge=1,
+        description="Failed logins per username and address in the window; also the limit "
+        "of a trusted browser (one that signed in as that user before).",
+    )
+    login_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins per address over all usernames in the window (slows a "
+        "spray over many usernames).",
+    )
+    login_max_failures_per_user: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins per username over all addresses in the window (slows a "
+        "guess spread over many addresses). Trusted browsers are exempt.",
     )
     login_window_s: int = Field(default=300, ge=1, description="Login failure window.")
+    login_trusted_browser_s: int = Field(
+        default=30 * 24 * 3600,
+        ge=0,
+        description="How long a browser that signed in stays trusted for that user: its "
+        "failures count on their own, so others cannot lock it out. 0: off.",
+    )
     min_password_length: int = Field(default=12, ge=8)
     metrics_public: bool = Field(
         default=True,

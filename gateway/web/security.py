@@ -1,4 +1,4 @@
-"""Sign-in, roles and CSRF for every request.
+"""Sign-in (a live server-side session, `sessions.py`), roles and CSRF for every request.
 
 Deny by default: a view is reachable only when it declares either `public` or the minimal
 role it needs (`requires_role`); an undeclared view answers 403 to everyone. Every POST
@@ -17,6 +17,7 @@ from flask import Flask, abort, current_app, g, redirect, request, session, url_
 from werkzeug.wrappers import Response
 
 from gateway.web.context import web_context
+from gateway.web.sessions import resolve_session
 from gateway.web.users import Account, Role, get_account
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +26,7 @@ PUBLIC_ATTRIBUTE = "pacs_public"
 ROLE_ATTRIBUTE = "pacs_minimal_role"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+SESSION_TOKEN = "session_token"  # the cookie's key for the server-side session's token
 
 
 def public(view: F) -> F:
@@ -60,6 +62,11 @@ def client_address() -> str:
     return (request.remote_addr or "unknown")[:64]
 
 
+def client_user_agent() -> str:
+    """The User-Agent header, printable characters only (it is shown to admins and stored)."""
+    return "".join(c for c in request.headers.get("User-Agent", "") if c.isprintable())
+
+
 def view_policy(app: Flask, endpoint: str) -> tuple[bool, Role | None]:
     """(public, minimal role) declared by the view of `endpoint`."""
     view = app.view_functions.get(endpoint)
@@ -69,11 +76,15 @@ def view_policy(app: Flask, endpoint: str) -> tuple[bool, Role | None]:
 
 
 def _load_user() -> Account | None:
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+    """The user of the request's live server-side session (`sessions.py`); a cookie whose
+    session was ended, or went idle, signs nobody in and is cleared."""
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str):
         return None
-    account = get_account(web_context().engine, user_id)
-    if account is None or not account.enabled:
+    context = web_context()
+    live = resolve_session(context.engine, token, context.settings.web.session_lifetime_s)
+    account = None if live is None else get_account(context.engine, live[1])
+    if live is None or account is None or not account.enabled:
         session.clear()
         return None
     return account
@@ -86,11 +97,23 @@ def _check_csrf() -> None:
         abort(400, description="expected the form's CSRF token, found none or a wrong one")
 
 
+def _refuse_nul() -> None:
+    """PostgreSQL cannot hold NUL in text: refuse it here with 400 rather than as a
+    database error (500) in whichever view it reaches."""
+    for source, values in (("query", request.args), ("form", request.form)):
+        for name, value in values.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                abort(400, description=f"expected {source} fields without NUL, found one")
+    if any("\x00" in str(v) for v in (request.view_args or {}).values()):
+        abort(400, description="expected a path without NUL, found one")
+
+
 def enforce() -> Response | None:
     """`before_request`: sign-in, role, then CSRF for POST."""
     endpoint = request.endpoint
     if endpoint is None:
         return None  # 404 or 405 follows
+    _refuse_nul()
     is_public, role = view_policy(current_app, endpoint)
     g.user = _load_user()
     if not is_public:

@@ -1,21 +1,22 @@
-"""Users of the admin UI: roles, creation, changes, sign-in with a per-username-and-address
-limit on failures. The failures are audit events, so the limit holds across processes and
-restarts without any state of its own."""
+"""Users of the admin UI: roles, creation, changes (which end the user's web sessions), and
+sign-in under the limits of `login_limit.py`."""
 
 from __future__ import annotations
 
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select, update
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.database import writer_queue
-from gateway.models import AuditEvent, User
+from gateway.models import User
 from gateway.web.config import WebSettings
+from gateway.web.login_limit import locked_by, record_failure
 from gateway.web.passwords import dummy_verify, hash_password, verify_password
+from gateway.web.sessions import EndReason, end_user_sessions
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
@@ -131,6 +132,16 @@ def create_user(
     return int(user_id)
 
 
+def _end_reason(changes: dict[str, object]) -> str | None:
+    if "password" in changes:
+        return EndReason.PASSWORD
+    if "role" in changes:
+        return EndReason.ROLE
+    if changes.get("enabled") is False:
+        return EndReason.DISABLED
+    return None
+
+
 def update_user(
     engine: Engine,
     web: WebSettings,
@@ -181,13 +192,16 @@ def update_user(
         if not changes:
             return
         connection.execute(update(User).where(User.id == user_id).values(**values))
+        # A new password, role or a disable must not leave a copied cookie working.
+        reason = _end_reason(changes)
+        ended = 0 if reason is None else end_user_sessions(connection, user_id, reason, now)
         record(
             connection,
             audit_row(
                 AuditKind.USER_UPDATED,
                 actor=actor,
                 source_address=source_address,
-                detail={"user": row.username, **changes},
+                detail={"user": row.username, **changes, "sessions_ended": ended},
                 occurred_at=now,
             ),
         )
@@ -199,31 +213,22 @@ class LoginResult(enum.Enum):
     BLOCKED = "too many failures"
 
 
-def _recent_failures(engine: Engine, username: str, address: str, since: datetime) -> int:
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                select(func.count())
-                .select_from(AuditEvent)
-                .where(
-                    AuditEvent.kind == AuditKind.USER_LOGIN_FAILED.value,
-                    AuditEvent.occurred_at >= since,
-                    AuditEvent.actor == username,
-                    AuditEvent.source_address == address,
-                )
-            ).scalar_one()
-        )
-
-
 def authenticate(
-    engine: Engine, web: WebSettings, username: str, password: str, address: str
+    engine: Engine,
+    web: WebSettings,
+    username: str,
+    password: str,
+    address: str,
+    browser: str | None = None,
 ) -> tuple[LoginResult, Account | None]:
-    """Check a sign-in. After `login_max_failures` failures for this username from this
-    address within `login_window_s`, refuse without checking the password."""
+    """Check a sign-in. `browser` is the id of a trusted browser for this username (see
+    `trusted_browser.py`). While a login limit holds, the password is not checked: the answer
+    is BLOCKED whatever it is."""
     now = utcnow()
     username = username.strip()[:64]
-    since = now - timedelta(seconds=web.login_window_s)
-    if _recent_failures(engine, username, address, since) >= web.login_max_failures:
+    with engine.connect() as connection:
+        limit = locked_by(connection, web, username, address, browser, now)
+    if limit is not None:
         with writer_queue(engine), engine.begin() as connection:
             record(
                 connection,
@@ -232,7 +237,7 @@ def authenticate(
                     Outcome.FAILURE,
                     actor=username,
                     source_address=address,
-                    detail={"window_s": web.login_window_s},
+                    detail={"limit": limit.value, "window_s": web.login_window_s},
                     occurred_at=now,
                 ),
             )
@@ -255,10 +260,26 @@ def authenticate(
                     Outcome.FAILURE,
                     actor=username,
                     source_address=address,
-                    detail={"reason": "unknown user, wrong password or disabled"},
+                    detail={
+                        "reason": "unknown user, wrong password or disabled",
+                        "trusted_browser": browser is not None,
+                    },
                     occurred_at=now,
                 ),
             )
+            reached = record_failure(connection, web, username, address, browser, now)
+            if reached is not None:
+                record(
+                    connection,
+                    audit_row(
+                        AuditKind.USER_LOGIN_LOCKED,
+                        Outcome.FAILURE,
+                        actor=username,
+                        source_address=address,
+                        detail={"limit": reached.value, "window_s": web.login_window_s},
+                        occurred_at=now,
+                    ),
+                )
             return LoginResult.BAD_CREDENTIALS, None
         assert row is not None
         connection.execute(update(User).where(User.id == row.id).values(last_login_at=now))

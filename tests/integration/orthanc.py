@@ -1,4 +1,10 @@
-"""A real Orthanc (/usr/sbin/Orthanc) in temporary directories, driven over its REST API."""
+"""A real Orthanc (/usr/sbin/Orthanc) in temporary directories, driven over its REST API.
+
+Orthanc keeps one copy of an instance sent twice with the same UIDs, so what it stores cannot
+show a double delivery. A Lua `ReceivedInstanceFilter` (called for every incoming instance,
+duplicates included, before Orthanc stores it or answers the C-STORE) appends each one to
+`received.tsv`; `Orthanc.received()` reads what the PACS received, not what it kept.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,32 @@ ORTHANC_BINARY = "/usr/sbin/Orthanc"
 ORTHANC_AE = "ORTHANC"
 REST_TIMEOUT_S = 60.0
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+# Accepts everything; one line per received instance. The file is opened per call because
+# Orthanc serialises its Lua callbacks, so lines never interleave.
+RECEIVED_FILTER_LUA = r"""
+function ReceivedInstanceFilter(dicom, origin, info)
+  local out = io.open([==[{path}]==], "a")
+  out:write(table.concat({{
+    tostring(dicom.SOPInstanceUID), tostring(dicom.SOPClassUID),
+    tostring(dicom.StudyInstanceUID), tostring(origin.RequestOrigin),
+    tostring(origin.RemoteAet or "")}}, "\t") .. "\n")
+  out:close()
+  return true
+end
+"""
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """One instance as Orthanc received it (C-STORE or REST upload), before deduplication."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    origin: str  # "DicomProtocol" for a C-STORE, "RestApi" for an upload
+    calling_ae: str  # empty unless received over DICOM
 
 
 @dataclass
@@ -48,6 +80,9 @@ class Orthanc:
         self.dicomweb_url = f"{self.base_url}/dicom-web"
         self.log = workdir / "orthanc.log"
         self.config = workdir / "orthanc.json"
+        self.received_log = workdir / "received.tsv"
+        received_filter = workdir / "received_filter.lua"
+        received_filter.write_text(RECEIVED_FILTER_LUA.format(path=self.received_log))
         self.config.write_text(
             json.dumps(
                 {
@@ -74,6 +109,7 @@ class Orthanc:
                     "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
                     "StorageCompression": False,
                     "OverwriteInstances": False,
+                    "LuaScripts": [str(received_filter)],
                 },
                 indent=2,
             )
@@ -115,6 +151,22 @@ class Orthanc:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def received(
+        self, study_instance_uid: str | None = None, *, origin: str | None = "DicomProtocol"
+    ) -> list[ReceivedInstance]:
+        """Every instance received so far, duplicates included, in the order they arrived:
+        of one study if given; by C-STORE unless another `origin` is asked for (None: any)."""
+        if not self.received_log.exists():
+            return []
+        # Only whole lines: the last one may be being written.
+        lines = self.received_log.read_text().split("\n")[:-1]
+        rows = [ReceivedInstance(*line.split("\t")) for line in lines]
+        return [
+            row
+            for row in rows
+            if origin in (None, row.origin) and study_instance_uid in (None, row.study_instance_uid)
+        ]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from sqlalchemy import Engine, func, select
 
+from gateway.audit import utcnow
 from gateway.models import AuditEvent, Instance, Study, StudyState
 from gateway.settings import GatewaySettings
 from tests.conftest import GATEWAY_AE, GatewayProcess
@@ -169,6 +171,86 @@ def test_restart_completes_studies_whose_quiet_period_passed_while_down(
     gateway.start()
     try:
         wait_until(lambda: study_state(engine, study_uid) == StudyState.COMPLETE, 10, "completion")
+    finally:
+        gateway.stop()
+
+
+def _aware(moment: datetime | None) -> datetime:
+    """SQLite hands back naive datetimes; the gateway writes UTC."""
+    assert moment is not None, "expected a timestamp, found none"
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def test_restart_keeps_the_quiet_period_of_studies_still_arriving(
+    settings: GatewaySettings, engine: Engine, tmp_path: Path
+) -> None:
+    """Start-up must not complete an open study early: after a restart, a study whose quiet
+    period has not passed completes only once it has. Study `early` is a probe: it was sent
+    `head_start_s` earlier, so its completion after the restart shows an assembly pass ran
+    while `late` was still within its period."""
+    quiet_s, head_start_s = 6.0, 3.5
+    slow = settings.model_copy(
+        update={"assembly": settings.assembly.model_copy(update={"quiet_period_s": quiet_s})}
+    )
+    early_paths = write_series(tmp_path / "early", 3)
+    late_paths = write_series(tmp_path / "late", 3)
+    early, late = (
+        str(dcmread(p[0], stop_before_pixels=True).StudyInstanceUID)
+        for p in (early_paths, late_paths)
+    )
+    gateway = GatewayProcess(slow, tmp_path)
+    gateway.start()
+    with raw_file_sending(), association(slow.dicom.port, early_paths[:1]) as assoc:
+        assert [assoc.send_c_store(p).Status for p in early_paths] == [0] * 3
+    early_row = study(engine, early)
+    assert early_row is not None
+    early_ends = _aware(early_row.last_received_at) + timedelta(seconds=quiet_s)
+    # Not a wait for something to (not) happen: it only ages `early` against `late`.
+    time.sleep(head_start_s)
+    with raw_file_sending(), association(slow.dicom.port, late_paths[:1]) as assoc:
+        assert [assoc.send_c_store(p).Status for p in late_paths] == [0] * 3
+    gateway.kill()  # before either quiet period ends
+    late_row = study(engine, late)
+    assert late_row is not None and late_row.state == StudyState.RECEIVING
+    assert study_state(engine, early) == StudyState.RECEIVING
+    late_ends = _aware(late_row.last_received_at) + timedelta(seconds=quiet_s)
+    gateway.start()
+    try:
+        wait_until(
+            lambda: study_state(engine, early) == StudyState.COMPLETE,
+            quiet_s + 10,
+            "the probe study to complete after the restart",
+        )
+        late_state = study_state(engine, late)
+        read_by = utcnow()
+        assert read_by < late_ends, (
+            f"expected the restart and a first assembly pass before {late_ends:%H:%M:%S.%f}, "
+            f"found the first completion seen at {read_by:%H:%M:%S.%f}: too slow to tell"
+        )
+        # A pass ran while `late` was within its quiet period, and left it open.
+        assert late_state == StudyState.RECEIVING, (
+            f"expected {late} still receiving at {read_by:%H:%M:%S.%f}, before its quiet "
+            f"period ends at {late_ends:%H:%M:%S.%f}, found {late_state}"
+        )
+        early_row = study(engine, early)
+        assert early_row is not None
+        early_done = _aware(early_row.completed_at)
+        assert early_done >= early_ends, (
+            f"expected the probe study complete after its quiet period ended at "
+            f"{early_ends:%H:%M:%S.%f}, found it completed at {early_done:%H:%M:%S.%f}"
+        )
+        wait_until(
+            lambda: study_state(engine, late) == StudyState.COMPLETE,
+            quiet_s + 10,
+            "the late study to complete once its quiet period passed",
+        )
+        late_row = study(engine, late)
+        assert late_row is not None
+        late_done = _aware(late_row.completed_at)
+        assert late_done >= late_ends, (
+            f"expected the study complete after its quiet period ended at "
+            f"{late_ends:%H:%M:%S.%f}, found it completed at {late_done:%H:%M:%S.%f}"
+        )
     finally:
         gateway.stop()
 

@@ -7,16 +7,18 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
 import redis
+from pydicom.uid import UID, SegmentationStorage
 from sqlalchemy import Engine, select
 
-from gateway.models import AuditEvent, Job
+from gateway.models import TERMINAL_JOB_STATES, AuditEvent, Delivery, DeliveryState, Job
 from gateway.settings import GatewaySettings
 from tests.conftest import REPO, settings_environment
 from tests.integration.orthanc import Orthanc
@@ -63,11 +65,19 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=20)
 
+    def pending_tasks(self) -> int:
+        """Task messages that could still run: waiting in any queue list (priority steps
+        included) or delivered to a worker and not yet acknowledged (kombu's `unacked`)."""
+        client = redis.Redis(port=self.port)
+        lengths = [client.llen(n) for n in client.scan_iter() if client.type(n) == b"list"]
+        return sum(cast(int, n) for n in lengths) + cast(int, client.hlen("unacked"))
+
     def queued(self, queue: str) -> int:
         """Messages waiting in `queue` (one Redis list per priority step)."""
         client = redis.Redis(port=self.port)
         names = [queue.encode(), *client.scan_iter(match=f"{queue}:*")]
-        return sum(int(client.llen(n)) for n in names if client.type(n) == b"list")
+        lengths = [client.llen(n) for n in names if client.type(n) == b"list"]
+        return sum(cast(int, n) for n in lengths)
 
 
 def _ping(client: redis.Redis) -> bool:
@@ -133,6 +143,11 @@ def jobs(engine: Engine) -> list[Any]:
         return list(connection.execute(select(Job).order_by(Job.id)).all())
 
 
+def deliveries(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        return list(connection.execute(select(Delivery).order_by(Delivery.id)).all())
+
+
 def audit_kinds_of_study(engine: Engine, study_uid: str) -> list[str]:
     with engine.connect() as connection:
         return list(
@@ -158,11 +173,47 @@ def results_in_pacs(pacs: Orthanc, study_uid: str) -> dict[str, list[str]]:
     return out
 
 
+def results_received(pacs: Orthanc, study_uid: str) -> Counter[str]:
+    """'SEG' / 'SR' -> how many C-STOREs of such objects of the study the PACS received. A
+    copy sent again counts again, although Orthanc keeps one instance."""
+    return Counter(_result_kind(row.sop_class_uid) for row in pacs.received(study_uid))
+
+
+def _result_kind(sop_class_uid: str) -> str:
+    if sop_class_uid == SegmentationStorage:
+        return "SEG"
+    name = UID(sop_class_uid).name
+    return "SR" if name.endswith("SR Storage") else name or sop_class_uid
+
+
+def assert_received_once(pacs: Orthanc, study_uid: str) -> None:
+    received = results_received(pacs, study_uid)
+    assert received == {"SEG": 1, "SR": 1}, (
+        f"expected the PACS to receive one SEG and one SR C-STORE of {study_uid}, "
+        f"found {dict(received)}"
+    )
+
+
+def settled(engine: Engine, redis_server: RedisServer) -> bool:
+    """Nothing more can reach the PACS: every job finished, no delivery pending, and no task
+    message left in the broker (queued or unacknowledged) that could run a job again.
+    Counts at the PACS taken after this are final, without waiting for what does not come."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(Job.state)).scalars().all()
+        pending = connection.execute(
+            select(Delivery.id).where(Delivery.state == DeliveryState.PENDING).limit(1)
+        ).first()
+    return (
+        bool(rows)
+        and all(state in TERMINAL_JOB_STATES for state in rows)
+        and pending is None
+        and redis_server.pending_tasks() == 0
+    )
+
+
 def wait_job_finished(engine: Engine, timeout_s: float = 30) -> list[Any]:
     """The jobs once none is unfinished: the results can reach the PACS a moment before the
     worker records the job delivered."""
-    from gateway.models import TERMINAL_JOB_STATES
-
     return list(
         wait_until(
             lambda: (

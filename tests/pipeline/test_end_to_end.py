@@ -23,10 +23,11 @@ from tests.pipeline.conftest import (
     phantom_study,
 )
 from tests.pipeline.harness import (
+    assert_received_once,
     audit_kinds_of_study,
     jobs,
     results_in_pacs,
-    wait_job_finished,
+    settled,
     wait_until,
 )
 from tests.results.validation import dciodvfy_errors
@@ -76,7 +77,9 @@ def test_orthanc_to_gateway_to_orthanc(
     except AssertionError:
         pytest.fail(f"no results; jobs {jobs(pipeline.engine)}\n{pipeline.logs()}")
     assert len(found["SEG"]) == 1 and len(found["SR"]) == 1
-    (job,) = wait_job_finished(pipeline.engine)
+    wait_until(lambda: settled(pipeline.engine, pipeline.redis), 30, "nothing left to deliver")
+    assert_received_once(pacs, study_uid)
+    (job,) = jobs(pipeline.engine)
     assert job.state == JobState.DELIVERED, job.last_error
     assert job.attempts == 1
     for stage in ("queue_wait", "load_preprocess", "inference", "results_build", "delivery"):

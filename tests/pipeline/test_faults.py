@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,14 @@ from tests.inference.conftest import MODEL_REPOSITORY
 from tests.integration.dcmtk import storescu
 from tests.integration.orthanc import Orthanc
 from tests.pipeline.conftest import Pipeline, orthanc_destination, phantom_study
-from tests.pipeline.harness import jobs, results_in_pacs, wait_job_finished, wait_until
+from tests.pipeline.harness import (
+    assert_received_once,
+    deliveries,
+    jobs,
+    results_in_pacs,
+    settled,
+    wait_until,
+)
 from workers.triton_server import TritonServer
 
 MODALITY_AE = "CT_SCANNER"
@@ -32,19 +40,21 @@ def send(pipeline: Pipeline, paths: list[Path]) -> str:
     return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
 
 
-def wait_results(pacs: Orthanc, pipeline: Pipeline, study_uid: str, timeout_s: float) -> None:
+def wait_settled(pipeline: Pipeline, timeout_s: float, what: str) -> list[Any]:
+    """Wait for a positive end, not for time: every job finished, no delivery pending, no
+    task left in the broker. Whatever the PACS received by then is all it will receive."""
     try:
-        wait_until(
-            lambda: (r := results_in_pacs(pacs, study_uid)).get("SEG") and r.get("SR"),
-            timeout_s,
-            f"a SEG and an SR of {study_uid} in Orthanc",
-        )
+        wait_until(lambda: settled(pipeline.engine, pipeline.redis), timeout_s, what)
     except AssertionError:
-        pytest.fail(f"no results; jobs {jobs(pipeline.engine)}\n{pipeline.logs()}")
-    time.sleep(1.0)  # a duplicate, if any, would arrive now
+        states = [(j.id, j.state.value, j.attempts, j.last_error) for j in jobs(pipeline.engine)]
+        pytest.fail(f"expected {what} within {timeout_s:g}s; jobs {states}\n{pipeline.logs()}")
+    return jobs(pipeline.engine)
 
 
 def assert_exactly_one_each(pacs: Orthanc, study_uid: str) -> None:
+    """One C-STORE of each result received (a second one would not show in what Orthanc
+    keeps: same UIDs), and both kept."""
+    assert_received_once(pacs, study_uid)
     found = results_in_pacs(pacs, study_uid)
     assert len(found.get("SEG", [])) == 1, found
     assert len(found.get("SR", [])) == 1, found
@@ -70,9 +80,8 @@ def test_worker_killed_mid_inference(
     assert job.inferred_at is None, "inference finished before the kill: make it slower"
     (child,) = pipeline.workers[0].children()  # concurrency 1: one pool process
     child.send_signal(signal.SIGKILL)
-    wait_results(pacs, pipeline, study_uid, 180)
+    (job,) = wait_settled(pipeline, 180, "the job run again and delivered")
     assert_exactly_one_each(pacs, study_uid)
-    (job,) = wait_job_finished(pipeline.engine)
     assert job.state == JobState.DELIVERED
     assert job.attempts == 2, "expected the task to run again after the worker was lost"
 
@@ -102,11 +111,10 @@ def test_triton_stopped_for_30_seconds(
         time.sleep(1)
     triton.start()
     try:
-        wait_results(pacs, pipeline, study_uid, 120)
+        (job,) = wait_settled(pipeline, 120, "the job delivered once Triton is back")
     finally:
         triton.stop()
     assert_exactly_one_each(pacs, study_uid)
-    (job,) = wait_job_finished(pipeline.engine)
     assert job.state == JobState.DELIVERED and job.attempts >= 2
 
 
@@ -127,16 +135,19 @@ def test_pacs_down_then_back(
         60,
         "results built and their delivery failing",
     )
-    time.sleep(3)
+    # Retried while down (not given up after the first refusal).
+    wait_until(
+        lambda: (rows := deliveries(pipeline.engine)) and min(d.attempts for d in rows) >= 2,
+        30,
+        "every delivery attempted at least twice",
+    )
     pacs.start()
     try:
-        wait_results(pacs, pipeline, study_uid, 60)
+        (job,) = wait_settled(pipeline, 60, "the job delivered once the PACS is back")
         assert_exactly_one_each(pacs, study_uid)
     finally:
         pacs.stop()
-    wait_until(
-        lambda: jobs(pipeline.engine)[0].state == JobState.DELIVERED, 30, "the job delivered"
-    )
+    assert job.state == JobState.DELIVERED
 
 
 def test_redis_restarted_between_jobs(
@@ -158,13 +169,17 @@ def test_redis_restarted_between_jobs(
     pipeline.redis.start()  # same port and directory: the append-only file is replayed
     assert pipeline.redis.queued("gateway") == 1
     pipeline.start_worker()
-    wait_results(pacs, pipeline, study_uid, 90)
+    (job,) = wait_settled(pipeline, 90, "the job delivered after the Redis restart")
+    assert job.state == JobState.DELIVERED
     assert_exactly_one_each(pacs, study_uid)
     # and a job after the restart goes through too
     _, paths = phantom_study(tmp_path / "ct2", seed=7502, shape=(16, 128, 128))
     second = send(pipeline, paths)
-    wait_results(pacs, pipeline, second, 90)
+    wait_until(lambda: len(jobs(pipeline.engine)) == 2, 30, "a second job")
+    finished = wait_settled(pipeline, 90, "the second job delivered")
+    assert [j.state for j in finished] == [JobState.DELIVERED] * 2
     assert_exactly_one_each(pacs, second)
+    assert_exactly_one_each(pacs, study_uid)
 
 
 def test_twenty_studies_at_once(
@@ -204,7 +219,7 @@ def test_twenty_studies_at_once(
     except AssertionError:
         states = [(j.id, j.state.value, j.last_error) for j in jobs(pipeline.engine)]
         pytest.fail(f"{states}\n{pipeline.logs()}")
-    assert len(jobs(pipeline.engine)) == 20
-    time.sleep(1.0)
+    finished = wait_settled(pipeline, 60, "nothing left to run or deliver")
+    assert [j.state for j in finished] == [JobState.DELIVERED] * 20
     for uid in uids:
         assert_exactly_one_each(pacs, uid)

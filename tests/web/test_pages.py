@@ -403,9 +403,9 @@ def test_admin_manages_users_and_keeps_one_admin(
     assert "another enabled admin" in _post(admin, f"/users/{users['admin']}", enabled="false")
     events = _audit(engine, "user.updated")
     assert {tuple(sorted(e.detail)) for e in events} == {
-        ("role", "user"),
-        ("enabled", "user"),
-        ("password", "user"),
+        ("role", "sessions_ended", "user"),
+        ("enabled", "sessions_ended", "user"),
+        ("password", "sessions_ended", "user"),
     }
     assert all("long" not in json.dumps(e.detail) for e in events)  # no passwords
 

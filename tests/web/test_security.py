@@ -194,8 +194,12 @@ def test_session_cookie_is_secure_httponly_and_lax(
     response = client.post(
         "/login", data={"username": "viewer", "password": PASSWORD, "csrf_token": csrf(client)}
     )
-    cookie = response.headers["Set-Cookie"]
+    cookies = {c.split("=", 1)[0]: c for c in response.headers.getlist("Set-Cookie")}
+    cookie = cookies["pacs_gateway_session"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    browser = cookies["pacs_gateway_browser"]  # the trusted-browser mark, for /login only
+    assert "Secure" in browser and "HttpOnly" in browser and "SameSite=Strict" in browser
+    assert "Path=/login" in browser
 
 
 def test_security_headers(client_as: Callable[[str | None], FlaskClient]) -> None:

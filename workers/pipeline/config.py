@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Self
+
+from pydantic import BaseModel, Field, model_validator
 
 
 class PipelineSettings(BaseModel):
@@ -17,7 +19,12 @@ class PipelineSettings(BaseModel):
         description="Redis redelivers an unacknowledged task after this long: keep it longer "
         "than the longest task (task_time_limit_s).",
     )
-    task_time_limit_s: float = Field(default=1800.0, gt=0, description="Hard limit per task.")
+    task_time_limit_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Hard limit per task (the pool process is killed); a soft limit a little "
+        "earlier lets the task record the job failed with the reason itself.",
+    )
     worker_concurrency: int = Field(default=1, ge=1, le=64, description="Worker processes.")
     max_retries: int = Field(default=20, ge=0, description="Task retries of transient errors.")
     retry_backoff_initial_s: float = Field(default=5.0, gt=0)
@@ -29,6 +36,30 @@ class PipelineSettings(BaseModel):
         description="Send a job again that is still queued this long after it was sent (its "
         "message lost, e.g. a Redis restart without persistence); the task is idempotent.",
     )
+    stuck_job_after_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A running job (running, inferred, results_built) with no update for this "
+        "long is stuck (its worker died where nothing could record it): the router's sweeper "
+        "queues it again while attempts remain, else fails it. Must exceed task_time_limit_s "
+        "+ retry_backoff_max_s (the longest a live job goes without an update).",
+    )
+
+    @model_validator(mode="after")
+    def _stuck_after_outlives_a_task(self) -> Self:
+        longest_quiet = self.task_time_limit_s + self.retry_backoff_max_s
+        if self.stuck_job_after_s <= longest_quiet:
+            raise ValueError(
+                f"stuck_job_after_s: expected more than task_time_limit_s + "
+                f"retry_backoff_max_s ({longest_quiet:g}), found {self.stuck_job_after_s:g}"
+            )
+        return self
+
+    @property
+    def task_soft_time_limit_s(self) -> float:
+        """The soft limit: the task stops and records the failure before the hard kill
+        (10 % of the hard limit earlier, at most 60 s)."""
+        return self.task_time_limit_s - min(60.0, self.task_time_limit_s * 0.1)
 
     def retry_backoff_s(self, retries: int) -> float:
         return float(min(self.retry_backoff_max_s, self.retry_backoff_initial_s * 2**retries))

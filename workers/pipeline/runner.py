@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Connection, Engine, select, update
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
@@ -153,8 +154,10 @@ class JobRunner:
                 return JobOutcome(JobState.CANCELLED, message="cancelled")
             return self._delivered(job_id, stored)
         except (PermanentJobError, PermanentInferenceError, UnsupportedSeries) as exc:
+            raise_time_limit(exc)
             return self.fail(job_id, _describe(exc))
         except (TransientJobError, TransientInferenceError, SpoolFull) as exc:
+            raise_time_limit(exc)
             message = _describe(exc)
             self._update(
                 job_id,
@@ -322,6 +325,17 @@ class JobRunner:
             last_error=None,
         )
         return JobOutcome(JobState.DELIVERED)
+
+
+def raise_time_limit(exc: BaseException) -> None:
+    """Re-raise the task's soft time limit when a layer below wrapped it in its own error
+    (the Triton client's retry loop catches every Exception and classifies it), so the task
+    records "time limit reached" and does not retry or fail for a made-up reason."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SoftTimeLimitExceeded):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from gateway.audit import AuditKind
 from gateway.models import AuditEvent
 from gateway.web.context import web_context
+from gateway.web.paging import page_count, page_from
 from gateway.web.security import requires_role
 from gateway.web.users import Role
 
@@ -73,13 +74,10 @@ def _filters() -> tuple[dict[str, str], Select[Any]]:
 def index() -> str:
     context = web_context()
     size = context.settings.web.page_size
-    try:
-        page = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        page = 1
     args, query = _filters()
     with Session(context.engine) as connection:
         total = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        page = page_from(request.args, total, size)
         events = (
             connection.execute(
                 query.order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
@@ -100,7 +98,7 @@ def index() -> str:
         kinds=kinds,
         total=total,
         page=page,
-        pages=max(1, -(-total // size)),
+        pages=page_count(total, size),
         query_string={k: v for k, v in args.items() if v},
     )
 

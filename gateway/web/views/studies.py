@@ -3,6 +3,7 @@ findings, preview), and the operator's retry and cancel."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -17,6 +18,7 @@ from gateway.jobs.control import JobActionRefused, cancel_job, retry_job
 from gateway.models import Delivery, Job, Series, Study, StudyState
 from gateway.web.context import web_context
 from gateway.web.identity import patient_identity
+from gateway.web.paging import page_count, page_from
 from gateway.web.preview import NoPreview, findings_path, render_preview
 from gateway.web.security import client_address, current_user, requires_role
 from gateway.web.users import Role
@@ -34,13 +36,6 @@ TIMELINE = (
 )
 
 
-def _page() -> int:
-    try:
-        return max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        return 1
-
-
 @blueprint.route("/studies")
 @requires_role(Role.VIEWER)
 def index() -> str:
@@ -49,7 +44,6 @@ def index() -> str:
     uid = request.args.get("uid", "").strip()
     modality = request.args.get("modality", "").strip()
     state = request.args.get("state", "").strip()
-    page = _page()
     query = select(Study)
     if uid:
         query = query.where(Study.study_instance_uid.startswith(uid, autoescape=True))
@@ -63,6 +57,7 @@ def index() -> str:
         query = query.where(Study.state == StudyState(state))
     with Session(context.engine) as connection:
         total = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        page = page_from(request.args, total, size)
         studies = (
             connection.execute(
                 query.order_by(Study.last_received_at.desc(), Study.id.desc())
@@ -92,7 +87,7 @@ def index() -> str:
         modalities=modalities,
         total=total,
         page=page,
-        pages=max(1, -(-total // size)),
+        pages=page_count(total, size),
         filters={"uid": uid, "modality": modality, "state": state},
         states=[s.value for s in StudyState],
     )
@@ -153,9 +148,14 @@ def detail(uid: str) -> str:
                 ),
             )
     previews = {j.id for j in jobs if findings_path(context.settings, j.id).is_file()}
+    hold_until = None
+    if study.series_held_at is not None:  # the router fails the job after this
+        hold_s = context.settings.routing.series_completeness.hold_s
+        hold_until = study.series_held_at + timedelta(seconds=hold_s)
     return render_template(
         "study.html",
         study=study,
+        hold_until=hold_until,
         series=series,
         jobs=jobs,
         timelines={j.id: _timeline(j) for j in jobs},

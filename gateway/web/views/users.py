@@ -1,12 +1,16 @@
-"""Users (admin only): create, disable or enable, change role, set a new password."""
+"""Users (admin only): create, disable or enable, change role, set a new password; see the
+live web sessions and end any of them."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from gateway.audit import AuditKind, audit_row, record
+from gateway.database import writer_queue
 from gateway.web.context import web_context
 from gateway.web.security import client_address, current_user, requires_role
+from gateway.web.sessions import EndReason, end_session, list_active_sessions
 from gateway.web.users import Role, UserError, create_user, list_accounts, update_user
 
 blueprint = Blueprint("users", __name__)
@@ -21,8 +25,12 @@ def _actor() -> str:
 @blueprint.route("/users")
 @requires_role(Role.ADMIN)
 def index() -> str:
+    context = web_context()
     return render_template(
-        "users.html", accounts=list_accounts(web_context().engine), roles=[r.value for r in Role]
+        "users.html",
+        accounts=list_accounts(context.engine),
+        roles=[r.value for r in Role],
+        sessions=list_active_sessions(context.engine, context.settings.web.session_lifetime_s),
     )
 
 
@@ -76,4 +84,27 @@ def change(user_id: int) -> Response:
         flash(f"Not changed: {exc}", "error")
     else:
         flash("User changed.", "info")
+    return redirect(url_for("users.index"))
+
+
+@blueprint.route("/users/sessions/<int:session_id>/end", methods=["POST"])
+@requires_role(Role.ADMIN)
+def end(session_id: int) -> Response:
+    context = web_context()
+    with writer_queue(context.engine), context.engine.begin() as connection:
+        ended = end_session(connection, session_id, EndReason.ADMIN)
+        if ended is not None:
+            record(
+                connection,
+                audit_row(
+                    AuditKind.USER_SESSION_ENDED,
+                    actor=_actor(),
+                    source_address=client_address(),
+                    detail={"user": ended[1], "session": session_id},
+                ),
+            )
+    if ended is None:
+        flash(f"Not ended: expected a live session {session_id}, found none.", "error")
+    else:
+        flash(f"Session {session_id} of {ended[1]} ended.", "info")
     return redirect(url_for("users.index"))
