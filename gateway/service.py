@@ -122,7 +122,7 @@ def serve(
     )
     # Beside assembly (once per gateway): orphan spool files of a failed commit.
     hygiene = SpoolHygiene(settings, engine)
-    pass  # BROKEN-H4
+    threads.append(threading.Thread(target=hygiene.run, args=(stop,), name="spool-hygiene"))
     from workers.celery_app import make_celery, send_job
 
     celery = make_celery(settings)

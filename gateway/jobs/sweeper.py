@@ -14,6 +14,7 @@ import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 
@@ -107,7 +108,11 @@ class StuckJobSweeper:
                     f"stuck_job_after_s {self.pipeline.stuck_job_after_s:g}): queued again "
                     f"after attempt {attempts} of {self.max_attempts}"
                 )
-                values = {"state": JobState.QUEUED, "enqueued_at": None, "last_error": reason}
+                values: dict[str, Any] = {
+                    "state": JobState.QUEUED,
+                    "enqueued_at": None,
+                    "last_error": reason,
+                }
                 kind, outcome = AuditKind.JOB_REQUEUED, Outcome.SUCCESS
             else:
                 reason = (
