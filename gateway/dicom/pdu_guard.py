@@ -45,6 +45,9 @@ FIXED_PDU_LENGTH = 4
 P_DATA_SLACK = 1024
 # With max_pdu_size 0 ("unlimited") we still refuse what no sender needs.
 P_DATA_HARD_MAX = 64 * 1024 * 1024
+# A read may overrun its PDU's deadline by at most this much (see _guarded_recv).
+DEADLINE_SLACK_S = 1.0
+READ_AHEAD = 256 * 1024  # largest read inside a PDU body
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,11 @@ class PduFraming:
             raise PduViolation(f"expected the whole {what} within {limit:g} s, found it incomplete")
         return left
 
+    @property
+    def body_left(self) -> int:
+        """Bytes of the current PDU's body not read yet (0 between PDUs and in a header)."""
+        return self._body_left
+
     def before_read(self) -> None:
         """Arm the deadline of a PDU whose first byte is about to be read."""
         if not self._first_pdu and not self._header and self._body_left == 0:
@@ -113,6 +121,10 @@ class PduFraming:
 
     def consumed(self, data: bytes | bytearray | memoryview) -> None:
         """Account for bytes handed to pynetdicom; check each header once it is whole."""
+        size = len(data)
+        if size < self._body_left:  # the common case: a read inside a PDU's body
+            self._body_left -= size
+            return
         view = memoryview(data)
         while view:
             if self._body_left:
@@ -151,27 +163,44 @@ class _GuardMixin:
 
     pdu_framing: PduFraming | None = None
     quickack: bool = False
-    base_timeout: float | None = None  # restored after each guarded read (sends use it)
+    base_timeout: float | None = None  # restored between PDUs (sends use it)
+    _ahead: bytes = b""  # read from the kernel; from _ahead_at on not yet handed over
+    _ahead_at: int = 0
 
     def _guarded_recv(self, read: Callable[[int, int], bytes], bufsize: int, flags: int) -> bytes:
         framing = self.pdu_framing
         if framing is None or framing.violated:
             return read(bufsize, flags) if framing is None else b""
+        if self._ahead_at < len(self._ahead):  # read ahead inside this PDU's body earlier
+            start = self._ahead_at
+            self._ahead_at = start + bufsize
+            return self._ahead[start : self._ahead_at]
         sock: Any = self
         try:
             framing.before_read()
-            timeout = framing.timeout_for_read()
-            if timeout is not None:
-                sock.settimeout(timeout)
+            left = framing.timeout_for_read()
+            # Lower the socket's timeout only when the deadline is nearer than it by more
+            # than the slack: about once per PDU, not once per read (each settimeout is a
+            # system call; measured in bench/results/pdu_guard.md).
+            current = sock.gettimeout()
+            if left is not None and (current is None or left < current - DEADLINE_SLACK_S):
+                sock.settimeout(left)
+            # pynetdicom reads a PDU body 4096 bytes at a time; inside a body we read up to
+            # READ_AHEAD at once and serve the rest from memory. Never past the PDU's end:
+            # pynetdicom polls the socket (select) before each PDU, and data already taken
+            # from the kernel would not wake it.
+            size = max(bufsize, min(framing.body_left, READ_AHEAD))
             try:
-                data = read(bufsize, flags)
+                data = read(size, flags)
             except TimeoutError:
                 framing.timeout_for_read()  # raises with the reason once the deadline passed
                 raise
-            finally:
-                if timeout is not None:
-                    sock.settimeout(self.base_timeout)
             framing.consumed(data)
+            if framing.deadline is None and sock.gettimeout() != self.base_timeout:
+                sock.settimeout(self.base_timeout)  # between PDUs: sends use the base timeout
+            if len(data) > bufsize:
+                self._ahead, self._ahead_at = data, bufsize
+                return data[:bufsize]
             return data
         except PduViolation as exc:
             framing.violated = True
