@@ -33,6 +33,8 @@ class AuditKind(enum.StrEnum):
     STUDY_NOT_ROUTED = "study.not_routed"
     STUDY_HELD = "study.held"  # its selected series looks incomplete: no job yet
     STUDY_RELEASED = "study.released"  # late instances completed the held series
+    SERIES_INTERRUPTED = "series.interrupted"  # its association ended without A-RELEASE
+    SERIES_INTERRUPTION_CLEARED = "series.interruption_cleared"  # sent again, released
     JOB_QUEUED = "job.queued"
     JOB_STARTED = "job.started"
     JOB_INFERRED = "job.inferred"

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         _common_options(sub)
         sub.add_argument("job_id", type=int)
         sub.add_argument("--user", default=os.environ.get("USER", "cli"), help="for the audit log")
+    text = "list the registered pipelines and whether Triton serves their models; "
+    text += "'pipelines check FILE' validates a pipeline file"
+    pipelines = commands.add_parser("pipelines", help=text, description=text)
+    _common_options(pipelines)
+    pipelines.add_argument("action", nargs="?", choices=["check"], help="check a file")
+    pipelines.add_argument("file", nargs="?", type=Path, help="pipeline file (TOML)")
     text = "run the admin web UI (binds web.host, default 127.0.0.1, on --http-port)"
     web = commands.add_parser("web", help=text, description=text)
     _common_options(web)
@@ -179,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_triton_forever(settings.inference)
     if args.command in ("jobs", "retry-job", "cancel-job"):
         return _job_command(args, settings)
+    if args.command == "pipelines":
+        from gateway.pipelines.listing import check_file, list_pipelines
+
+        if args.action == "check":
+            if args.file is None:
+                print("pacs-gateway: pipelines check: expected a FILE, found none", file=sys.stderr)
+                return 2
+            return check_file(args.file, sys.stdout)
+        return list_pipelines(settings, sys.stdout)
     if args.command == "create-admin":
         return _create_admin(args, settings)
     if args.command == "web":

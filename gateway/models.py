@@ -89,6 +89,13 @@ class Series(Base):
     slice_thickness: Mapped[float | None] = mapped_column(Float)
     frame_of_reference_uid: Mapped[str | None] = mapped_column(UID)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    interrupted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        doc="An association that stored instances of it ended without A-RELEASE (sender died).",
+    )
+    interrupted_detail: Mapped[str | None] = mapped_column(
+        String(256), doc="How that association ended (AE, address, count; no PHI)."
+    )
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(back_populates="series")

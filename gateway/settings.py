@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
+from gateway.pipelines.registry import PipelineRegistry, PipelineRegistrySettings
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
 from gateway.web.config import WebSettings
@@ -208,7 +209,27 @@ class GatewaySettings(BaseSettings):
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    pipelines: PipelineRegistrySettings = Field(
+        default_factory=PipelineRegistrySettings,
+        description="Where pipelines (model plug-ins) come from: pipeline files and entry points.",
+    )
     web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="after")
+    def _rule_pipelines_registered(self) -> GatewaySettings:
+        """Every rule names a registered pipeline; a bad pipeline file stops start-up here."""
+        registry = self.pipeline_registry()
+        for rule in self.routing.rules:
+            if rule.pipeline not in registry:
+                raise ValueError(
+                    f"routing rule {rule.name!r}: expected a registered pipeline "
+                    f"{registry.names}, found {rule.pipeline!r}"
+                )
+        return self
+
+    def pipeline_registry(self) -> PipelineRegistry:
+        """The registered pipelines (files read and plug-ins loaded on each call)."""
+        return PipelineRegistry.from_settings(self.pipelines)
 
     @model_validator(mode="after")
     def _rule_destinations_exist(self) -> GatewaySettings:

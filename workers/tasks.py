@@ -41,12 +41,8 @@ class _WorkerState:
     @property
     def runner(self) -> JobRunner:
         if self._runner is None:
-            from workers.inference.pipeline import InferenceClient
-
             engine = make_engine(self.settings)
-            self._runner = JobRunner(
-                self.settings, engine, lambda: InferenceClient(self.settings.inference)
-            )
+            self._runner = JobRunner(self.settings, engine)
         return self._runner
 
     @property

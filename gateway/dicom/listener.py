@@ -18,6 +18,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
 from gateway.audit import record
+from gateway.dicom.association_end import AssociationEnds
 from gateway.dicom.connection_guard import ConnectionGuard, ConnectionLimits
 from gateway.dicom.dataset_limits import DatasetLimits
 from gateway.dicom.pdu_guard import PduLimits
@@ -136,6 +137,7 @@ class Listener:
 
     servers: list[GatewayAssociationServer]
     rejections: RejectionAudit | None = None
+    association_ends: AssociationEnds | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     by_endpoint: dict[str, GatewayAssociationServer] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -178,6 +180,8 @@ class Listener:
             thread.join(timeout=5)
         if self.rejections is not None:
             self.rejections.flush_all()
+        if self.association_ends is not None:  # the aborts above mark their series
+            self.association_ends.close()
 
     def flush_rejections(self, interval_s: float) -> None:
         """Write the aggregated rejection rows whose window has ended, until stopped."""
@@ -227,7 +231,7 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
     context = tls_context(dicom)
     guard = ConnectionGuard(connection_limits(dicom))
     limits = pdu_limits(dicom)
-    listener = Listener(servers=[], rejections=rejections)
+    listener = Listener(servers=[], rejections=rejections, association_ends=scp.association_ends)
     try:
         for name, port in listener_endpoints(dicom).items():
             ssl_context = context if name == TLS_ENDPOINT else None

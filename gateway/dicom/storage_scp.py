@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from gateway.audit import AuditKind, Outcome, audit_row, record
 from gateway.dicom import statuses
+from gateway.dicom.association_end import AssociationEnds
 from gateway.dicom.dataset_limits import DatasetLimits, DatasetTooLarge
 from gateway.dicom.header import InstanceHeader, UnreadableDataset, read_header
 from gateway.dicom.pdata_bound import DiscardedDataset, install_on_requested
@@ -58,6 +59,7 @@ class StorageSCP:
         self.rejections = rejections
         self.limits = limits or DatasetLimits()
         self.index = InstanceIndex(engine)
+        self.association_ends = AssociationEnds(engine)  # which series a dead sender cut
 
     def handlers(self) -> list[tuple[evt.EventType, Any]]:
         return [
@@ -67,6 +69,7 @@ class StorageSCP:
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
+            *self.association_ends.handlers(),
         ]
 
     def _audit(self, *rows: dict[str, Any]) -> None:
@@ -168,7 +171,10 @@ class StorageSCP:
             return self._refuse(
                 sender, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), request
             )
-        return self._store(sender, header, file_meta_bytes(event.file_meta), body, request)
+        status = self._store(sender, header, file_meta_bytes(event.file_meta), body, request)
+        if status == statuses.SUCCESS:
+            self.association_ends.stored(event.assoc, sender, header.series_instance_uid)
+        return status
 
     def _store(
         self,

@@ -34,14 +34,6 @@ SendJob = Callable[[int, str], None]
 """send(job_id, priority): hand a job to the broker."""
 
 
-def model_key(settings: GatewaySettings) -> str:
-    i = settings.inference
-    return (
-        f"{i.segmentation_model}:{i.segmentation_model_version or 'latest'}+"
-        f"{i.classification_model}:{i.classification_model_version or 'latest'}"
-    )
-
-
 class StudyRouter:
     def __init__(self, settings: GatewaySettings, engine: Engine, send: SendJob) -> None:
         self.settings = settings
@@ -49,6 +41,7 @@ class StudyRouter:
         self.send = send
         self._writers = writer_queue(engine)
         self.sweeper = StuckJobSweeper(settings, engine)
+        self.registry = settings.pipeline_registry()
 
     def seed(self) -> int:
         with self._writers, self.engine.begin() as connection:
@@ -136,7 +129,15 @@ class StudyRouter:
             return self._not_routed(
                 connection, study_uid, f"no enabled rule matched (tried {tried or 'none'})"
             )
-        key = model_key(self.settings)
+        if rule.pipeline not in self.registry:  # a rule edited in the database meanwhile
+            return self._not_routed(
+                connection,
+                study_uid,
+                f"rule {rule.name!r}: expected a registered pipeline {self.registry.names}, "
+                f"found {rule.pipeline!r}",
+            )
+        description = self.registry.get(rule.pipeline).description
+        key = description.model_key
         earlier = connection.execute(
             select(Job.id).where(
                 Job.study_instance_uid == study_uid,
@@ -156,7 +157,9 @@ class StudyRouter:
             connection,
             self.settings.spool_dir,
             list(matched.series_instance_uids),
-            self.settings.routing.series_selection,
+            description.accepts.series_selection().overridden_by(
+                self.settings.routing.series_selection
+            ),
         )
         if choice.series_instance_uid is None:
             details = "; ".join((choice.reason, *choice.rejected))

@@ -11,13 +11,15 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from gateway.dicom.spool import Spool
+from gateway.pipelines.description import PipelineDescription
+from gateway.pipelines.findings import PipelineFindings
 from gateway.results.config import ResultsSettings
+from gateway.results.declared import ConvertibleFindings, declared
 from gateway.results.identity import ResultUIDs
 from gateway.results.report import build_measurement_report
 from gateway.results.segmentation import build_segmentation
 from gateway.results.source import order_source_series
 from gateway.results.stored import StoredResult
-from workers.inference.findings import Findings
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,19 @@ class ResultObject:
 
 def build_results(
     source_datasets: Sequence[Dataset],
-    findings: Findings,
+    findings: PipelineFindings | ConvertibleFindings,
     settings: ResultsSettings,
     uids: ResultUIDs | None = None,
+    description: PipelineDescription | None = None,
 ) -> list[ResultObject]:
-    """SEG (if any segment) then SR. Raises UnsupportedSeries with a reason code for a
-    series a SEG cannot describe."""
-    source = order_source_series(source_datasets, findings.sop_instance_uids)
-    uids = uids or ResultUIDs.for_findings(findings)
-    seg = build_segmentation(source, findings, uids, settings)
-    sr = build_measurement_report(source, findings, seg, uids, settings)
+    """SEG (if any segment) then SR, as `description` (the findings' pipeline) declares.
+    Raises UnsupportedSeries with a reason code for a series a SEG cannot describe."""
+    item = declared(findings, description)
+    generic, description = item.findings, item.description
+    source = order_source_series(source_datasets, generic.sop_instance_uids)
+    uids = uids or ResultUIDs.for_findings(generic)
+    seg = build_segmentation(source, generic, uids, settings, description)
+    sr = build_measurement_report(source, generic, seg, uids, settings, description)
     objects = [] if seg is None else [ResultObject("seg", seg[0])]
     objects.append(ResultObject("sr", sr))
     return objects

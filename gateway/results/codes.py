@@ -1,14 +1,14 @@
-"""Coded concepts used in the SEG and SR (SNOMED CT, DICOM, UCUM, LOINC)."""
+"""Coded concepts used in the SEG and SR (SNOMED CT, DICOM, UCUM). What a finding is comes
+from its pipeline's description; these are the concepts of the report's structure and of the
+measurements a pipeline can ask for."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-LUNG = codes.SCT.Lung
-NODULE = codes.SCT.Nodule
-ANATOMICAL_STRUCTURE = codes.SCT.AnatomicalStructure
-MORPHOLOGICALLY_ABNORMAL_STRUCTURE = codes.SCT.MorphologicallyAbnormalStructure
 VOLUME = codes.SCT.Volume
 DIAMETER = codes.SCT.Diameter
 MAXIMUM = codes.SCT.Maximum
@@ -17,7 +17,20 @@ ABSENT = codes.SCT.Absent
 PROBABILITY = codes.DCM.Probability
 ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence
 PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment
-CT_CHEST = Code("24627-2", "LN", "CT Chest")
 CUBIC_MILLIMETER = Code("mm3", "UCUM", "cubic millimeter")
 MILLIMETER = Code("mm", "UCUM", "millimeter")
 NO_UNITS = Code("1", "UCUM", "no units")
+
+
+@dataclass(frozen=True)
+class MeasurementConcept:
+    name: Code
+    unit: Code
+    derivation: Code | None = None
+
+
+# By the measurement names of pipeline files (gateway/pipelines/description.py).
+MEASUREMENTS = {
+    "volume": MeasurementConcept(VOLUME, CUBIC_MILLIMETER),
+    "longest_diameter": MeasurementConcept(DIAMETER, MILLIMETER, MAXIMUM),
+}

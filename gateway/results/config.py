@@ -16,6 +16,3 @@ class ResultsSettings(BaseModel):
     institution_name: str | None = Field(default=None, max_length=64)
     seg_series_number: int = Field(default=9001, ge=1, le=2**31 - 1)
     sr_series_number: int = Field(default=9002, ge=1, le=2**31 - 1)
-    nodule_present_threshold: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Study probability at or above: 'Present'."
-    )

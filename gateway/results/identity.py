@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import highdicom as hd
 
 from gateway import __version__
+from gateway.pipelines.findings import ModelIdentity, PipelineFindings
 from gateway.results import codes
 from gateway.results.config import ResultsSettings
+from gateway.results.declared import ConvertibleFindings, DeclaredFindings, declared
 from gateway.results.uids import derive_uid
-from workers.inference.findings import Findings, ModelIdentity
 
 
 @dataclass(frozen=True)
@@ -21,17 +22,16 @@ class ResultUIDs:
     key: tuple[str, ...]
 
     @classmethod
-    def for_findings(cls, findings: Findings, pipeline: str = "default") -> ResultUIDs:
-        """Same source series, pipeline and model versions: same UIDs, so a rerun of a job
-        replaces its objects at the PACS instead of adding a second copy."""
-        return cls(
-            (
-                findings.series_instance_uid,
-                pipeline,
-                f"{findings.segmentation_model.name}:{findings.segmentation_model.version}",
-                f"{findings.classification_model.name}:{findings.classification_model.version}",
-            )
+    def for_findings(
+        cls, findings: PipelineFindings | ConvertibleFindings, pipeline: str = "default"
+    ) -> ResultUIDs:
+        """Same source series, pipeline (the job's: name and generation) and model versions:
+        same UIDs, so a rerun of a job replaces its objects at the PACS instead of adding a
+        second copy."""
+        generic = (
+            findings if isinstance(findings, PipelineFindings) else declared(findings).findings
         )
+        return cls((generic.series_instance_uid, pipeline, *(m.identity for m in generic.models)))
 
     def uid(self, *what: str) -> str:
         return derive_uid(*self.key, *what)
@@ -53,8 +53,8 @@ class ResultUIDs:
         return self.uid("sr", "instance")
 
     def tracking(self, structure: str) -> str:
-        """Tracking UID of a structure ('lung', 'nodule-1', 'classification'), shared by the
-        SEG segment and the SR measurement group."""
+        """Tracking UID of a structure ('lung', 'nodule-1', or an image-level finding's
+        name), shared by the SEG segment and the SR measurement group."""
         return self.uid("tracking", structure)
 
     @property
@@ -72,26 +72,31 @@ def sr_algorithm(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=model.name, version=model.version or "latest")
 
 
-def software_versions(findings: Findings) -> tuple[str, ...]:
+def software_versions(findings: PipelineFindings) -> tuple[str, ...]:
     return (
         f"pacs-gateway {__version__}",
-        f"{findings.segmentation_model.name} {findings.segmentation_model.version or 'latest'}",
-        f"{findings.classification_model.name} {findings.classification_model.version or 'latest'}",
+        *(f"{m.name} {m.version or 'latest'}" for m in findings.models),
     )
 
 
+def model_of(item: DeclaredFindings, key: str) -> ModelIdentity:
+    """The identity of the description's model `key` (models are in description order)."""
+    keys = [m.key for m in item.description.models]
+    return item.findings.models[keys.index(key)]
+
+
 def contributing_equipment(
-    settings: ResultsSettings, findings: Findings
+    settings: ResultsSettings, item: DeclaredFindings
 ) -> list[hd.ContributingEquipment]:
     return [
         hd.ContributingEquipment(
             manufacturer=settings.manufacturer,
             purpose_of_reference=codes.PROCESSING_EQUIPMENT,
             manufacturer_model_name=settings.manufacturer_model_name,
-            software_versions=list(software_versions(findings)),
+            software_versions=list(software_versions(item.findings)),
             device_serial_number=settings.device_serial_number,
             institution_name=settings.institution_name,
             contribution_datetime=datetime.now(UTC).replace(microsecond=0, tzinfo=None),
-            contribution_description="AI lung nodule segmentation and classification",
+            contribution_description=item.description.report.contribution_description,
         )
     ]

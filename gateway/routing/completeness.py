@@ -10,7 +10,9 @@ Three signs of missing instances, each reported as what was expected and what wa
 - fewer instances than Images in Acquisition (0020,1002), per acquisition, when it is set.
 
 A series that simply stops early (the first 37 of 300 sent in order, no Images in
-Acquisition) shows none of these: nothing in what arrived says more was coming.
+Acquisition) shows none of these: nothing in what arrived says more was coming. How the
+association that carried it ended does (gateway/series_interruption.py): a fourth sign is an
+association that ended without A-RELEASE, with no instance of the series arriving since.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from gateway.models import Instance, Series
 from gateway.routing.config import SeriesCompletenessSettings
@@ -148,9 +151,19 @@ def _acquisition_problems(instances: Sequence[InstanceFacts]) -> list[str]:
     return problems
 
 
+def _interruption_problem(interruption: str) -> str:
+    return (
+        f"expected the sender to release its association after the series, found the {interruption}"
+    )
+
+
 def judge_series(
-    instances: Sequence[InstanceFacts], settings: SeriesCompletenessSettings
+    instances: Sequence[InstanceFacts],
+    settings: SeriesCompletenessSettings,
+    interruption: str | None = None,
 ) -> SeriesCompleteness:
+    """`interruption`: how the last association that carried the series ended without
+    A-RELEASE, when no instance of it arrived since."""
     problems: list[str] = []
     if settings.check_images_in_acquisition:
         problems += _acquisition_problems(instances)
@@ -162,6 +175,8 @@ def judge_series(
         numbers = _instance_number_problem([i.instance_number for i in instances])
         if numbers is not None:
             problems.append(numbers)
+    if settings.check_association_release and interruption is not None:
+        problems.append(_interruption_problem(interruption))
     return SeriesCompleteness(len(instances), tuple(problems))
 
 
@@ -179,4 +194,30 @@ def check_series_completeness(
         .join(Series, Instance.series_id == Series.id)
         .where(Series.series_instance_uid == series_instance_uid)
     ).all()
-    return judge_series([InstanceFacts(*row) for row in rows], settings)
+    return judge_series(
+        [InstanceFacts(*row) for row in rows],
+        settings,
+        _interruption(connection, series_instance_uid),
+    )
+
+
+def _naive(value: datetime) -> datetime:
+    # SQLite returns naive datetimes, PostgreSQL aware ones; all of ours are UTC.
+    return value.replace(tzinfo=None)
+
+
+def _interruption(connection: Connection, series_instance_uid: str) -> str | None:
+    """The stored detail of an unreleased end, unless an instance arrived after it (the
+    sender came back; that association's end will clear or renew the mark)."""
+    row = connection.execute(
+        select(Series.interrupted_at, Series.interrupted_detail, func.max(Instance.received_at))
+        .join(Instance, Instance.series_id == Series.id)
+        .where(Series.series_instance_uid == series_instance_uid)
+        .group_by(Series.id)
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    interrupted_at, detail, latest = row
+    if latest is not None and _naive(latest) > _naive(interrupted_at):
+        return None
+    return str(detail or "association ended without A-RELEASE")

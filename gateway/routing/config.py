@@ -41,8 +41,6 @@ Operator = Literal[
 ]
 _NUMERIC_OPERATORS = ("less_than", "less_or_equal", "greater_than", "greater_or_equal")
 
-PIPELINES = ("lung_nodules",)
-
 
 class Priority(enum.StrEnum):
     URGENT = "urgent"
@@ -93,7 +91,12 @@ class RuleSettings(BaseModel):
     enabled: bool = True
     priority: Priority = Priority.ROUTINE
     conditions: list[Condition] = Field(default_factory=list)
-    pipeline: str = "lung_nodules"
+    pipeline: str = Field(
+        default="lung_nodules",
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="Name of a registered pipeline (checked against the registry at start-up "
+        "and in the rule editor).",
+    )
     destinations: list[str] | None = Field(
         default=None, description="Destination names; None means every enabled destination."
     )
@@ -101,17 +104,13 @@ class RuleSettings(BaseModel):
         default=False, description="Run again when late instances update a processed study."
     )
 
-    @field_validator("pipeline")
-    @classmethod
-    def _pipeline(cls, value: str) -> str:
-        if value not in PIPELINES:
-            raise ValueError(f"expected a pipeline in {list(PIPELINES)}, found {value!r}")
-        return value
-
 
 class SeriesSelectionSettings(BaseModel):
-    """Which of the selected series goes to the model: the thinnest axial CT series with
-    enough slices (ties: more slices, then lower series number)."""
+    """Which of the selected series goes to the model: the thinnest axial series of an
+    accepted modality with enough slices (ties: more slices, then lower series number).
+
+    Each pipeline declares its own (its `accepts`); in the settings (`routing.series_selection`)
+    only the fields set explicitly apply, over every pipeline's."""
 
     modalities: list[str] = Field(default_factory=lambda: ["CT"])
     min_slices: int = Field(default=8, ge=1)
@@ -119,6 +118,14 @@ class SeriesSelectionSettings(BaseModel):
     axial_tolerance_deg: float = Field(
         default=30.0, ge=0, le=90, description="Slice normal within this of the body axis."
     )
+    geometry: Literal["volume", "image"] = Field(
+        default="volume",
+        description="'volume': axial slices required; 'image': a projection image (no check).",
+    )
+
+    def overridden_by(self, site: SeriesSelectionSettings) -> SeriesSelectionSettings:
+        """These criteria with the fields `site` sets explicitly."""
+        return self.model_copy(update={k: getattr(site, k) for k in site.model_fields_set})
 
     @model_validator(mode="after")
     def _slice_range(self) -> SeriesSelectionSettings:
@@ -131,7 +138,8 @@ class SeriesSelectionSettings(BaseModel):
 
 class SeriesCompletenessSettings(BaseModel):
     """When the series chosen for the model looks incomplete (a gap in positions or instance
-    numbers, fewer instances than Images in Acquisition), its job is held, then failed."""
+    numbers, fewer instances than Images in Acquisition, its sender's association ended
+    without A-RELEASE), its job is held, then failed."""
 
     hold_s: float = Field(
         default=1800.0,
@@ -149,6 +157,12 @@ class SeriesCompletenessSettings(BaseModel):
     )
     check_images_in_acquisition: bool = Field(
         default=True, description="Fewer instances than Images in Acquisition (0020,1002)."
+    )
+    check_association_release: bool = Field(
+        default=True,
+        description="An association that stored instances of the series ended without "
+        "A-RELEASE (A-ABORT, a dropped connection) and none arrived since: the sender died "
+        "mid-series. Turn off for senders that never release their associations.",
     )
 
 

@@ -156,9 +156,9 @@ def select_series(
     ]
     qualifying: list[_Candidate] = []
     for candidate in sorted(candidates, key=_Candidate.rank):
-        problem = _rejection(candidate, settings) or _axial_problem(
-            connection, spool_dir, candidate, settings.axial_tolerance_deg
-        )
+        problem = _rejection(candidate, settings)
+        if problem is None and settings.geometry == "volume":
+            problem = _axial_problem(connection, spool_dir, candidate, settings.axial_tolerance_deg)
         if problem is None:
             qualifying.append(candidate)
         else:
@@ -168,7 +168,8 @@ def select_series(
             None,
             f"none of {len(set(series_instance_uids))} candidate series qualifies "
             f"(modality in {settings.modalities}, {settings.min_slices}-"
-            f"{settings.max_slices} instances, axial)",
+            f"{settings.max_slices} instances"
+            f"{', axial' if settings.geometry == 'volume' else ''})",
             tuple(rejected),
         )
     best = qualifying[0]  # candidates were ranked before the checks

@@ -1,10 +1,12 @@
 """A preview picture of a job: key slices of its source series with the segmentation
-overlaid (lung green, nodules red), drawn server-side with numpy and Pillow."""
+overlaid in the colours its pipeline declares, drawn server-side with numpy and Pillow."""
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,40 +16,73 @@ from PIL import Image
 from sqlalchemy import Engine, select
 
 from gateway.models import Instance
+from gateway.pipelines.description import PipelineDescription
 from gateway.settings import GatewaySettings
 
 PANEL = 256
-WINDOW_CENTER, WINDOW_WIDTH = -600.0, 1500.0  # lung window
-LUNG_RGB = np.array([40, 200, 80], dtype=np.float32)
-NODULE_RGB = np.array([235, 40, 40], dtype=np.float32)
+# Findings files written before pipelines were named in them are the lung nodule pipeline's.
+DEFAULT_PIPELINE = "lung_nodules"
 
 
 class NoPreview(Exception):
     """No findings or source images for this job; the message says which."""
 
 
+@dataclass(frozen=True)
+class Overlay:
+    label: int
+    rgb: NDArray[np.float32]
+    alpha: float
+    finding: bool
+    """Components are findings (key slices show them first); else an area (e.g. an organ)."""
+
+
+def overlays(description: PipelineDescription) -> list[Overlay]:
+    return [
+        Overlay(
+            s.label,
+            np.array(s.colour, dtype=np.float32),
+            0.65 if s.components else 0.4,
+            s.components,
+        )
+        for s in description.segments
+    ]
+
+
+def display_window(description: PipelineDescription) -> tuple[float, float]:
+    """The window of the model that makes the label map (else the first model)."""
+    key = description.segmentation.model if description.segmentation else description.models[0].key
+    return description.model(key).preprocess.window
+
+
 def findings_path(settings: GatewaySettings, job_id: int) -> Path:
     return settings.jobs_dir / str(job_id) / "findings.npz"
 
 
-def key_slices(labels: NDArray[np.uint8], most: int = 3) -> list[int]:
-    """The slices with the most nodule voxels (up to `most`, distinct), else the slice with
-    the most lung, else the middle one."""
-    nodule = (labels >= 2).reshape(labels.shape[0], -1).sum(axis=1)
-    if nodule.any():
-        order = [int(k) for k in np.argsort(-nodule, kind="stable") if nodule[k] > 0]
+def key_slices(
+    labels: NDArray[np.uint8],
+    findings: Sequence[int] = (2,),
+    areas: Sequence[int] = (1,),
+    most: int = 3,
+) -> list[int]:
+    """The slices with the most finding voxels (up to `most`, distinct), else the slice with
+    the most area voxels, else the middle one."""
+    flat = labels.reshape(labels.shape[0], -1)
+    finding = np.isin(flat, list(findings)).sum(axis=1)
+    area = np.isin(flat, list(areas)).sum(axis=1)
+    if finding.any():
+        order = [int(k) for k in np.argsort(-finding, kind="stable") if finding[k] > 0]
         chosen: list[int] = []
         for k in order:
             if all(abs(k - c) > 2 for c in chosen):
                 chosen.append(k)
             if len(chosen) == most:
                 break
-        lung_slice = int(np.argmax((labels == 1).reshape(labels.shape[0], -1).sum(axis=1)))
-        if len(chosen) < most and all(abs(lung_slice - c) > 2 for c in chosen):
-            chosen.append(lung_slice)
+        area_slice = int(np.argmax(area))
+        if len(chosen) < most and all(abs(area_slice - c) > 2 for c in chosen):
+            chosen.append(area_slice)
         return sorted(chosen)
-    lung = (labels == 1).reshape(labels.shape[0], -1).sum(axis=1)
-    return [int(np.argmax(lung))] if lung.any() else [labels.shape[0] // 2]
+    return [int(np.argmax(area))] if area.any() else [labels.shape[0] // 2]
 
 
 def _resize_nearest(mask: NDArray[np.uint8], shape: tuple[int, int]) -> NDArray[np.uint8]:
@@ -58,18 +93,24 @@ def _resize_nearest(mask: NDArray[np.uint8], shape: tuple[int, int]) -> NDArray[
     return mask[rows][:, cols]
 
 
-def _panel(path: Path, labels: NDArray[np.uint8]) -> Image.Image:
+def _panel(
+    path: Path,
+    labels: NDArray[np.uint8],
+    window: tuple[float, float],
+    layers: Sequence[Overlay],
+) -> Image.Image:
     ds = pydicom.dcmread(path)
     pixels = ds.pixel_array.astype(np.float32)
-    hu = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
-    low = WINDOW_CENTER - WINDOW_WIDTH / 2
-    grey = np.clip((hu - low) / WINDOW_WIDTH, 0.0, 1.0) * 255.0
+    value = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(
+        ds.get("RescaleIntercept", 0) or 0
+    )
+    low, high = window
+    grey = np.clip((value - low) / (high - low), 0.0, 1.0) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=2)
     mask = _resize_nearest(labels, grey.shape)
-    lung = mask == 1
-    nodule = mask >= 2
-    rgb[lung] = 0.6 * rgb[lung] + 0.4 * LUNG_RGB
-    rgb[nodule] = 0.35 * rgb[nodule] + 0.65 * NODULE_RGB
+    for layer in layers:
+        where = mask == layer.label
+        rgb[where] = (1 - layer.alpha) * rgb[where] + layer.alpha * layer.rgb
     image = Image.fromarray(rgb.astype(np.uint8), "RGB")
     scale = PANEL / max(image.width, image.height)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -83,13 +124,24 @@ def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> by
         raise NoPreview(f"expected findings of job {job_id}, found none")
     with np.load(path, allow_pickle=False) as data:
         labels = np.asarray(data["labels"], dtype=np.uint8)
-        sop_uids: list[str] = json.loads(str(data["meta"]))["sop_instance_uids"]
+        meta = json.loads(str(data["meta"]))
+    sop_uids: list[str] = meta["sop_instance_uids"]
+    name = str(meta.get("pipeline", DEFAULT_PIPELINE))
+    try:
+        description = settings.pipeline_registry().get(name).description
+    except KeyError as exc:
+        raise NoPreview(f"job {job_id}: {exc.args[0]}") from exc
+    layers = overlays(description)
     if labels.ndim != 3 or labels.shape[0] != len(sop_uids):
         raise NoPreview(
             f"expected one label slice per source image, found {labels.shape} for "
             f"{len(sop_uids)} images"
         )
-    slices = key_slices(labels)
+    slices = key_slices(
+        labels,
+        [layer.label for layer in layers if layer.finding],
+        [layer.label for layer in layers if not layer.finding],
+    )
     wanted = [sop_uids[k] for k in slices]
     with engine.connect() as connection:
         files = dict(
@@ -106,7 +158,9 @@ def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> by
         relative = files.get(uid)
         if relative is None or not (settings.spool_dir / relative).is_file():
             continue
-        panels.append(_panel(settings.spool_dir / relative, labels[k]))
+        panels.append(
+            _panel(settings.spool_dir / relative, labels[k], display_window(description), layers)
+        )
     if not panels:
         raise NoPreview(f"expected the source images of job {job_id}, found none stored")
     width = sum(p.width for p in panels) + 4 * (len(panels) - 1)

@@ -61,7 +61,11 @@ def format_conditions(conditions: list[Condition]) -> str:
     return "\n".join(lines)
 
 
-def validate_rule(data: dict[str, Any], destination_names: list[str]) -> RuleSettings:
+def validate_rule(
+    data: dict[str, Any], destination_names: list[str], pipeline_names: list[str] | None = None
+) -> RuleSettings:
+    """A rule from the editor; `pipeline_names` (the registry's) when given must hold its
+    pipeline."""
     try:
         rule = RuleSettings(**data)
     except ValidationError as exc:
@@ -72,6 +76,10 @@ def validate_rule(data: dict[str, Any], destination_names: list[str]) -> RuleSet
     unknown = sorted(set(rule.destinations or []) - set(destination_names))
     if unknown:
         raise RuleEditError(f"expected destinations among {destination_names}, found {unknown}")
+    if pipeline_names is not None and rule.pipeline not in pipeline_names:
+        raise RuleEditError(
+            f"pipeline: expected a registered pipeline {pipeline_names}, found {rule.pipeline!r}"
+        )
     return rule
 
 

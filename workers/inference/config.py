@@ -32,10 +32,20 @@ class InferenceSettings(BaseModel):
         default=Path(__file__).resolve().parents[2] / "triton_models",
         description="Triton model repository (also where the onnxruntime runner reads).",
     )
-    segmentation_model: str = "lung_nodule_unet"
-    segmentation_model_version: str = Field(default="1", description="'' means latest.")
-    classification_model: str = "nodule_cnn"
-    classification_model_version: str = Field(default="1", description="'' means latest.")
+    segmentation_model: str | None = Field(
+        default=None,
+        description="lung_nodules only: another segmentation model than its pipeline file "
+        "names (a site override, e.g. a model under test). None: the file's.",
+    )
+    segmentation_model_version: str | None = Field(
+        default=None, description="Override of its version ('' means latest). None: the file's."
+    )
+    classification_model: str | None = Field(
+        default=None, description="lung_nodules only: override of the classification model."
+    )
+    classification_model_version: str | None = Field(
+        default=None, description="Override of its version. None: the file's."
+    )
     batch_size: int = Field(default=16, ge=1, le=256, description="Slices per request.")
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="Deadline of each gRPC call (client_timeout)."

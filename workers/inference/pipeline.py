@@ -1,63 +1,70 @@
-"""One series through both models: read, preprocess, infer, postprocess."""
+"""The lung nodule pipeline's analyser: one series through both models (read, preprocess,
+infer, postprocess). Model names, tensors, grids and window come from its pipeline file."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.pipelines.description import PipelineDescription
+from gateway.pipelines.lung_nodules.findings import lung_nodules_description
 from workers.inference.config import InferenceSettings
-from workers.inference.findings import LABEL_LUNG, Findings, ModelIdentity
+from workers.inference.declared import model_spec, neighbour_stack, to_grid
+from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, Findings, ModelIdentity
 from workers.inference.postprocess import measure_nodules
-from workers.inference.preprocess import (
-    CNN_CHANNELS,
-    CNN_SIZE,
-    MODEL_SIZE,
-    labels_from_probabilities,
-    to_cnn_slices,
-    to_model_input,
-    with_neighbours,
-)
+from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, ModelSpec, make_runner
 from workers.inference.series import Volume, read_series
 
 log = logging.getLogger(__name__)
 
-SEGMENTATION_CLASSES = 3
 
-
-def segmentation_spec(settings: InferenceSettings) -> ModelSpec:
-    return ModelSpec(
-        name=settings.segmentation_model,
-        version=settings.segmentation_model_version,
-        input_name="image",
-        input_shape=(1, MODEL_SIZE, MODEL_SIZE),
-        output_name="probabilities",
-        output_shape=(SEGMENTATION_CLASSES, MODEL_SIZE, MODEL_SIZE),
+def _spec(
+    settings: InferenceSettings, key: str, description: PipelineDescription | None
+) -> ModelSpec:
+    """The model `key` of the pipeline file; the settings may still name another model or
+    version (a site override, e.g. a model under test)."""
+    spec = model_spec((description or lung_nodules_description()).model(key))
+    name = getattr(settings, f"{key}_model")
+    version = getattr(settings, f"{key}_model_version")
+    return replace(
+        spec,
+        name=spec.name if name is None else name,
+        version=spec.version if version is None else version,
     )
 
 
-def classification_spec(settings: InferenceSettings) -> ModelSpec:
-    return ModelSpec(
-        name=settings.classification_model,
-        version=settings.classification_model_version,
-        input_name="image",
-        input_shape=(CNN_CHANNELS, CNN_SIZE, CNN_SIZE),
-        output_name="probability",
-        output_shape=(1,),
-    )
+def segmentation_spec(
+    settings: InferenceSettings, description: PipelineDescription | None = None
+) -> ModelSpec:
+    return _spec(settings, "segmentation", description)
+
+
+def classification_spec(
+    settings: InferenceSettings, description: PipelineDescription | None = None
+) -> ModelSpec:
+    return _spec(settings, "classification", description)
 
 
 class InferenceClient:
-    """Analyse series with the runner chosen by the settings (Triton or onnxruntime)."""
+    """Analyse series with the lung nodule pipeline, on the runner chosen by the settings
+    (Triton or onnxruntime)."""
 
-    def __init__(self, settings: InferenceSettings, runner: ModelRunner | None = None) -> None:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        runner: ModelRunner | None = None,
+        description: PipelineDescription | None = None,
+    ) -> None:
         self.settings = settings
         self.runner = runner or make_runner(settings)
+        self.description = description or lung_nodules_description()
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -73,19 +80,12 @@ class InferenceClient:
         spec: ModelSpec,
         x: NDArray[np.float32],
         deadline: Deadline,
-        neighbours: bool = False,
+        neighbours: int = 0,
     ) -> NDArray[np.float32]:
         """Run ``spec`` on the slices ``x`` in requests of ``batch_size``; with ``neighbours``
-        each request stacks every slice with its neighbours (the CNN's input), batch by batch
-        so that the 3-channel copy of the volume is never held whole."""
-        n = self.settings.batch_size
-        parts = [
-            self.runner.infer(
-                spec, with_neighbours(x, i, i + n) if neighbours else x[i : i + n], deadline
-            )
-            for i in range(0, len(x), n)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, *spec.output_shape), np.float32)
+        each request stacks every slice with its neighbours (2.5D input), batch by batch
+        so that the many-channel copy of the volume is never held whole."""
+        return infer_batched(self.runner, spec, x, deadline, self.settings.batch_size, neighbours)
 
     def analyse_files(self, paths: Iterable[Path | str]) -> Findings:
         t0 = time.perf_counter()
@@ -99,28 +99,40 @@ class InferenceClient:
     def analyse_volume(self, volume: Volume) -> Findings:
         timings: dict[str, float] = {}
         deadline = Deadline(self.settings.deadline_s)
-        seg_spec = segmentation_spec(self.settings)
-        cls_spec = classification_spec(self.settings)
+        seg_spec = segmentation_spec(self.settings, self.description)
+        cls_spec = classification_spec(self.settings, self.description)
+        seg_pre = self.description.model("segmentation").preprocess
+        cls_pre = self.description.model("classification").preprocess
         t = time.perf_counter()
         seg_id = self.runner.check_model(seg_spec, deadline)
         cls_id = self.runner.check_model(cls_spec, deadline)
         timings["check_models"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        x = to_model_input(volume.hu, volume.pixel_spacing)
-        x_cnn = to_cnn_slices(volume.hu, volume.pixel_spacing)
+        x = to_grid(volume.hu, volume.pixel_spacing, seg_pre)
+        x_cnn = to_grid(volume.hu, volume.pixel_spacing, cls_pre)
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()
         probs = self._batched(seg_spec, x, deadline)
         timings["segmentation"] = time.perf_counter() - t
         t = time.perf_counter()
-        slice_probs = self._batched(cls_spec, x_cnn, deadline, neighbours=True)
+        slice_probs = self._batched(
+            cls_spec, x_cnn, deadline, cls_pre.neighbours if cls_pre.context == "2.5d" else 0
+        )
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        labels = labels_from_probabilities(probs, volume.pixel_spacing, volume.shape[1:])
-        nodules = measure_nodules(labels, volume)
+        assert seg_pre.spacing_mm is not None  # the U-Net's grid is fixed in mm
+        labels = labels_from_probabilities(
+            probs,
+            volume.pixel_spacing,
+            volume.shape[1:],
+            size=seg_pre.size,
+            spacing_mm=seg_pre.spacing_mm,
+        )
+        nodule = self.description.segment(LABEL_NODULE)
+        nodules = measure_nodules(labels, volume, nodule.min_voxels, nodule.min_volume_mm3)
         lung_volume = float(np.count_nonzero(labels == LABEL_LUNG)) * volume.voxel_volume_mm3
         timings["postprocess"] = time.perf_counter() - t
         probability = float(slice_probs.max()) if len(slice_probs) else 0.0
@@ -145,6 +157,33 @@ class InferenceClient:
             lung_volume_mm3=lung_volume,
             timings_s=timings,
         )
+
+
+LungNoduleAnalyser = InferenceClient
+"""The analyser the `lung_nodules` entry point names."""
+
+
+def infer_batched(
+    runner: ModelRunner,
+    spec: ModelSpec,
+    x: NDArray[np.float32],
+    deadline: Deadline,
+    batch_size: int,
+    neighbours: int = 0,
+) -> NDArray[np.float32]:
+    """Run ``spec`` on the slices ``x`` (S, 1, H, W) in requests of ``batch_size``; with
+    ``neighbours`` each request stacks every slice with that many neighbours either side."""
+    parts = [
+        runner.infer(
+            spec,
+            neighbour_stack(x, neighbours, i, i + batch_size)
+            if neighbours
+            else x[i : i + batch_size],
+            deadline,
+        )
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, *spec.output_shape), np.float32)
 
 
 def analyse_series(paths: Iterable[Path | str], settings: InferenceSettings) -> Findings:

@@ -147,6 +147,8 @@ def labels_from_probabilities(
     pixel_spacing: tuple[float, float],
     shape: tuple[int, int],
     chunk: int = 4,
+    size: int = MODEL_SIZE,
+    spacing_mm: float = MODEL_SPACING_MM,
 ) -> NDArray[np.uint8]:
     """Argmax label map on the source grid, computed in chunks of slices to bound memory.
 
@@ -156,8 +158,8 @@ def labels_from_probabilities(
     run), labels equal but for float rounding at exact ties (1 pixel in 26 million).
     """
     n, k = probabilities.shape[:2]
-    r0, r1, wr, vr = _axis_map(MODEL_SIZE, MODEL_SPACING_MM, shape[0], pixel_spacing[0])
-    c0, c1, wc, vc = _axis_map(MODEL_SIZE, MODEL_SPACING_MM, shape[1], pixel_spacing[1])
+    r0, r1, wr, vr = _axis_map(size, spacing_mm, shape[0], pixel_spacing[0])
+    c0, c1, wc, vc = _axis_map(size, spacing_mm, shape[1], pixel_spacing[1])
     outside = ~(vr[:, None] & vc[None, :])
     labels = np.zeros((n, shape[0], shape[1]), dtype=np.uint8)
     for s in range(0, n, chunk):

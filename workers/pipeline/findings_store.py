@@ -1,4 +1,5 @@
-"""A job's findings on disk, so a rerun of the task skips inference that already finished."""
+"""A job's findings on disk, so a rerun of the task skips inference that already finished.
+Written in the generic form (gateway/pipelines/findings.py), whatever the pipeline."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from workers.inference.findings import Findings, ModelIdentity, NoduleFinding
+from gateway.pipelines.findings import (
+    ImageFinding,
+    Measurement,
+    ModelIdentity,
+    PipelineFindings,
+    SegmentFinding,
+)
+from gateway.results.declared import ConvertibleFindings
+from workers.inference.findings import Findings
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -20,79 +30,96 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_findings(findings: Findings, path: Path) -> None:
+def generic(findings: PipelineFindings | ConvertibleFindings) -> PipelineFindings:
+    return findings if isinstance(findings, PipelineFindings) else findings.pipeline_findings()
+
+
+def save_findings(findings: PipelineFindings | ConvertibleFindings, path: Path) -> None:
     """Write atomically: a temporary file, fsync, rename; a crash leaves no half file."""
+    g = generic(findings)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "sop_instance_uids": list(findings.sop_instance_uids),
-        "study_instance_uid": findings.study_instance_uid,
-        "series_instance_uid": findings.series_instance_uid,
-        "frame_of_reference_uid": findings.frame_of_reference_uid,
-        "nodules": [asdict(n) for n in findings.nodules],
-        "nodule_probability": findings.nodule_probability,
-        "segmentation_model": asdict(findings.segmentation_model),
-        "classification_model": asdict(findings.classification_model),
-        "runner": findings.runner,
-        "lung_volume_mm3": findings.lung_volume_mm3,
-        "timings_s": findings.timings_s,
+        "pipeline": g.pipeline,
+        "sop_instance_uids": list(g.sop_instance_uids),
+        "study_instance_uid": g.study_instance_uid,
+        "series_instance_uid": g.series_instance_uid,
+        "frame_of_reference_uid": g.frame_of_reference_uid,
+        "segments": [asdict(s) for s in g.segments],
+        "image_findings": [asdict(f) for f in g.image_findings],
+        "models": [asdict(m) for m in g.models],
+        "runner": g.runner,
+        "timings_s": g.timings_s,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
-        np.savez_compressed(handle, labels=findings.labels, meta=np.array(json.dumps(meta)))
+        np.savez_compressed(handle, labels=g.labels, meta=np.array(json.dumps(meta)))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
 
-def load_findings(path: Path) -> Findings:
+def _segment(data: dict[str, Any]) -> SegmentFinding:
+    d = dict(data)
+    d["measurements"] = tuple(Measurement(**m) for m in d["measurements"])
+    for key in ("centroid_patient_mm", "centroid_index", "slice_range"):
+        d[key] = tuple(d[key])
+    return SegmentFinding(**d)
+
+
+def load_findings(path: Path) -> PipelineFindings:
     with np.load(path, allow_pickle=False) as data:
         labels = data["labels"]
         meta = json.loads(str(data["meta"]))
-    nodules = [
-        NoduleFinding(
-            **{
-                **n,
-                "centroid_patient_mm": tuple(n["centroid_patient_mm"]),
-                "centroid_index": tuple(n["centroid_index"]),
-                "slice_range": tuple(n["slice_range"]),
-            }
-        )
-        for n in meta["nodules"]
-    ]
-    return Findings(
+    return PipelineFindings(
+        pipeline=meta["pipeline"],
         labels=labels,
         sop_instance_uids=tuple(meta["sop_instance_uids"]),
         study_instance_uid=meta["study_instance_uid"],
         series_instance_uid=meta["series_instance_uid"],
         frame_of_reference_uid=meta["frame_of_reference_uid"],
-        nodules=nodules,
-        nodule_probability=float(meta["nodule_probability"]),
-        segmentation_model=ModelIdentity(**meta["segmentation_model"]),
-        classification_model=ModelIdentity(**meta["classification_model"]),
+        segments=tuple(_segment(s) for s in meta["segments"]),
+        image_findings=tuple(ImageFinding(**f) for f in meta["image_findings"]),
+        models=tuple(ModelIdentity(**m) for m in meta["models"]),
         runner=meta["runner"],
-        lung_volume_mm3=float(meta["lung_volume_mm3"]),
         timings_s=dict(meta["timings_s"]),
     )
 
 
-def summarise(findings: Findings) -> dict[str, object]:
-    """What the job row keeps: measurements and probability, UIDs; no patient data."""
+def summarise(findings: PipelineFindings | ConvertibleFindings) -> dict[str, object]:
+    """What the job row keeps: measurements and probabilities, models; no patient data."""
+    if isinstance(findings, Findings):  # the lung nodule page shows these keys
+        return {
+            "nodule_count": len(findings.nodules),
+            "nodules": [
+                {
+                    "index": n.index,
+                    "volume_mm3": round(n.volume_mm3, 1),
+                    "longest_diameter_mm": round(n.longest_diameter_mm, 1),
+                }
+                for n in findings.nodules
+            ],
+            "nodule_probability": round(findings.nodule_probability, 4),
+            "lung_volume_mm3": round(findings.lung_volume_mm3, 1),
+            "segmentation_model": f"{findings.segmentation_model.name}:"
+            f"{findings.segmentation_model.version}",
+            "classification_model": f"{findings.classification_model.name}:"
+            f"{findings.classification_model.version}",
+            "runner": findings.runner,
+        }
+    findings = generic(findings)
     return {
-        "nodule_count": len(findings.nodules),
-        "nodules": [
+        "findings": [
             {
-                "index": n.index,
-                "volume_mm3": round(n.volume_mm3, 1),
-                "longest_diameter_mm": round(n.longest_diameter_mm, 1),
+                "segment": s.key,
+                "measurements": {f"{m.name} ({m.unit})": round(m.value, 1) for m in s.measurements},
             }
-            for n in findings.nodules
+            for s in findings.segments
         ],
-        "nodule_probability": round(findings.nodule_probability, 4),
-        "lung_volume_mm3": round(findings.lung_volume_mm3, 1),
-        "segmentation_model": f"{findings.segmentation_model.name}:"
-        f"{findings.segmentation_model.version}",
-        "classification_model": f"{findings.classification_model.name}:"
-        f"{findings.classification_model.version}",
+        "image_findings": [
+            {"name": f.name, "probability": round(f.probability, 4), "present": f.present}
+            for f in findings.image_findings
+        ],
+        "models": [m.identity for m in findings.models],
         "runner": findings.runner,
     }

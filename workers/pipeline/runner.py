@@ -28,16 +28,19 @@ from gateway.models import (
     JobState,
     Series,
 )
+from gateway.pipelines.findings import PipelineFindings
+from gateway.pipelines.registry import Pipeline
 from gateway.results.build import build_results
+from gateway.results.declared import ConvertibleFindings
 from gateway.results.identity import ResultUIDs
 from gateway.results.publish import record_and_queue, write_results
 from gateway.results.source import UnsupportedSeries, read_source_series
 from gateway.results.stored import StoredResult
 from gateway.settings import GatewaySettings
+from workers.inference.declared import check_accepted
 from workers.inference.errors import PermanentInferenceError, TransientInferenceError
-from workers.inference.findings import Findings
-from workers.inference.pipeline import InferenceClient
-from workers.pipeline.findings_store import load_findings, save_findings, summarise
+from workers.pipeline.analysers import Analyser, make_analyser
+from workers.pipeline.findings_store import generic, load_findings, save_findings, summarise
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,23 +76,32 @@ class JobRunner:
         self,
         settings: GatewaySettings,
         engine: Engine,
-        client_factory: Callable[[], InferenceClient],
+        analyser_factory: Callable[[GatewaySettings, Pipeline], Analyser] = make_analyser,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self._client_factory = client_factory
-        self._client: InferenceClient | None = None
+        self.registry = settings.pipeline_registry()
+        self._analyser_factory = analyser_factory
+        self._analysers: dict[str, Analyser] = {}
         self._writers = writer_queue(engine)
 
-    @property
-    def client(self) -> InferenceClient:
-        if self._client is None:  # made in the worker process, after the fork
-            self._client = self._client_factory()
-        return self._client
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.registry.get(name)
+        except KeyError as exc:
+            raise PermanentJobError(f"unknown_pipeline: {exc.args[0]}") from exc
+
+    def analyser(self, pipeline: Pipeline) -> Analyser:
+        """The pipeline's analyser, made on first use (in the worker process, after the
+        fork: gRPC channels do not survive one)."""
+        if pipeline.name not in self._analysers:
+            self._analysers[pipeline.name] = self._analyser_factory(self.settings, pipeline)
+        return self._analysers[pipeline.name]
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for analyser in self._analysers.values():
+            analyser.close()
+        self._analysers.clear()
 
     # --- database helpers -------------------------------------------------------------
     def _job(self, connection: Connection, job_id: int) -> Job:
@@ -205,27 +217,40 @@ class JobRunner:
             )
         return paths
 
-    def _inferred(self, job_id: int) -> Findings | None:
+    def _inferred(self, job_id: int) -> PipelineFindings | ConvertibleFindings | None:
         path = self._findings_path(job_id)
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
+        pipeline = self.pipeline(job.pipeline)
         if job.inferred_at is not None and path.is_file():
             return load_findings(path)
         if self._cancelled(job_id):
             return None
-        findings = self.client.analyse_files(self._series_paths(job.series_instance_uid))
+        paths = self._series_paths(job.series_instance_uid)
+        # A series the pipeline cannot take (a DX sent to a CT pipeline by a rule, one slice)
+        # fails for good with a reason code, before any model is called.
+        criteria = pipeline.description.accepts.series_selection().overridden_by(
+            self.settings.routing.series_selection
+        )
+        check_accepted(paths, criteria, pipeline.name)
+        findings = self.analyser(pipeline).analyse_files(paths)
         save_findings(findings, path)
         t = findings.timings_s
         self._update(
             job_id,
             AuditKind.JOB_INFERRED,
-            detail={"nodules": len(findings.nodules), "runner": findings.runner},
+            detail={
+                "pipeline": pipeline.name,
+                "segments": len(generic(findings).segments),
+                "runner": generic(findings).runner,
+            },
             stage_seconds={
                 "load_preprocess": round(t.get("read", 0.0) + t.get("preprocess", 0.0), 3),
                 "inference": round(
                     t.get("check_models", 0.0)
                     + t.get("segmentation", 0.0)
-                    + t.get("classification", 0.0),
+                    + t.get("classification", 0.0)
+                    + t.get("inference", 0.0),
                     3,
                 ),
                 "postprocess": round(t.get("postprocess", 0.0), 3),
@@ -236,7 +261,9 @@ class JobRunner:
         )
         return findings
 
-    def _results(self, job_id: int, findings: Findings) -> list[StoredResult] | None:
+    def _results(
+        self, job_id: int, findings: PipelineFindings | ConvertibleFindings
+    ) -> list[StoredResult] | None:
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
         if job.results_built_at is not None and job.summary and "results" in job.summary:
@@ -246,7 +273,13 @@ class JobRunner:
         started = time.perf_counter()
         paths = self._series_paths(job.series_instance_uid)
         uids = ResultUIDs.for_findings(findings, pipeline=f"{job.pipeline}#{job.generation}")
-        objects = build_results(read_source_series(paths), findings, self.settings.results, uids)
+        objects = build_results(
+            read_source_series(paths),
+            findings,
+            self.settings.results,
+            uids,
+            self.pipeline(job.pipeline).description,
+        )
         stored = write_results(self.settings, objects)
         elapsed = round(time.perf_counter() - started, 3)
         now = utcnow()

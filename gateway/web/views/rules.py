@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers import Response
 
 from gateway.delivery.registry import destination_names
-from gateway.routing.config import PIPELINES, Priority
+from gateway.routing.config import Priority
 from gateway.routing.rules import RuleEvaluation, StudyNotFound, evaluate_rule
 from gateway.routing.seed import InvalidStoredRule, StoredRule, load_rules
 from gateway.web.context import web_context
@@ -49,6 +49,11 @@ def _destination_names() -> list[str]:
         return destination_names(connection, include_disabled=True)
 
 
+def _pipeline_names() -> list[str]:
+    """The registered pipelines: what a rule may name."""
+    return web_context().settings.pipeline_registry().names
+
+
 def _actor() -> str:
     user = current_user()
     assert user is not None
@@ -73,7 +78,7 @@ def _form_data(name: str) -> dict[str, Any]:
         "name": name,
         "enabled": form.get("enabled") == "on",
         "priority": form.get("priority", Priority.ROUTINE.value),
-        "pipeline": form.get("pipeline", PIPELINES[0]),
+        "pipeline": form.get("pipeline", ""),
         "destinations": destinations or None,
         "rerun_on_update": form.get("rerun_on_update") == "on",
         "conditions": parse_conditions(form.get("conditions", "")),
@@ -103,7 +108,7 @@ def _render_form(
             conditions=conditions,
             rule_id=rule_id,
             destination_names=_destination_names(),
-            pipelines=PIPELINES,
+            pipelines=_pipeline_names(),
             priorities=[p.value for p in Priority],
         ),
         code,
@@ -120,7 +125,7 @@ def new() -> Any:
                 "name": "",
                 "enabled": True,
                 "priority": "routine",
-                "pipeline": PIPELINES[0],
+                "pipeline": "lung_nodules" if "lung_nodules" in _pipeline_names() else "",
                 "destinations": None,
                 "rerun_on_update": False,
             },
@@ -130,7 +135,7 @@ def new() -> Any:
     name = request.form.get("name", "").strip()
     try:
         data = _form_data(name)
-        rule = validate_rule(data, _destination_names())
+        rule = validate_rule(data, _destination_names(), _pipeline_names())
         create_rule(context.engine, rule, actor=_actor(), address=client_address())
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")
@@ -151,7 +156,7 @@ def edit(rule_id: int) -> Any:
         )
     try:
         data = _form_data(stored.name)
-        rule = validate_rule(data, _destination_names())
+        rule = validate_rule(data, _destination_names(), _pipeline_names())
         update_rule(context.engine, rule_id, rule, actor=_actor(), address=client_address())
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")

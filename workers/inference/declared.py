@@ -1,0 +1,104 @@
+"""What a pipeline file declares, as the inference client uses it: model specs, the
+preprocessing of slices, the acceptance check of a series read from disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+
+from gateway.pipelines.description import ModelDescription, Preprocess
+from gateway.routing.config import SeriesSelectionSettings
+from workers.inference.errors import PermanentInferenceError
+from workers.inference.preprocess import resample_slices
+from workers.inference.runners import ModelSpec
+
+
+class NotAccepted(PermanentInferenceError):
+    """The series is not one the pipeline accepts; `reason` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"not_accepted.{reason}: {message}")
+        self.reason = f"not_accepted.{reason}"
+
+
+def model_spec(model: ModelDescription) -> ModelSpec:
+    return ModelSpec(
+        name=model.name,
+        version=model.version,
+        input_name=model.input,
+        input_shape=tuple(model.input_shape),
+        output_name=model.output,
+        output_shape=tuple(model.output_shape),
+    )
+
+
+def check_accepted(
+    paths: Sequence[Path | str], accepts: SeriesSelectionSettings, pipeline: str
+) -> None:
+    """Raise NotAccepted unless the series' modality, instance count and geometry are what
+    the pipeline accepts (one header read; the volume reader checks the rest)."""
+    if not paths:
+        raise NotAccepted("no_images", "expected images, found none")
+    first = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    modality = str(first.get("Modality", "")).upper()
+    wanted = [m.upper() for m in accepts.modalities]
+    if modality not in wanted:
+        raise NotAccepted(
+            "modality", f"pipeline {pipeline!r} expects modality in {wanted}, found {modality!r}"
+        )
+    if not accepts.min_slices <= len(paths) <= accepts.max_slices:
+        raise NotAccepted(
+            "slice_count",
+            f"pipeline {pipeline!r} expects {accepts.min_slices}-{accepts.max_slices} "
+            f"instances, found {len(paths)}",
+        )
+    if accepts.geometry == "volume" and "ImageOrientationPatient" not in first:
+        raise NotAccepted(
+            "geometry",
+            f"pipeline {pipeline!r} expects a volume (ImageOrientationPatient), found none",
+        )
+
+
+def grid_spacing(
+    p: Preprocess, pixel_spacing: tuple[float, float], shape: tuple[int, int]
+) -> float:
+    """The grid's pixel spacing: declared, or the image's field of view fitted to the grid."""
+    if p.spacing_mm is not None:
+        return p.spacing_mm
+    return max(shape[0] * pixel_spacing[0], shape[1] * pixel_spacing[1]) / p.size
+
+
+def to_grid(
+    values: NDArray[np.floating], pixel_spacing: tuple[float, float], p: Preprocess
+) -> NDArray[np.float32]:
+    """(S, rows, cols) rescaled values -> (S, 1, size, size) windowed and normalised."""
+    src = np.asarray(values, dtype=np.float32)
+    spacing = grid_spacing(p, pixel_spacing, (src.shape[1], src.shape[2]))
+    fill = p.window[0] if p.fill is None else p.fill
+    out = resample_slices(src, pixel_spacing, (spacing, spacing), (p.size, p.size), fill)
+    out = np.clip(out, p.window[0], p.window[1])
+    out -= p.center
+    out /= p.scale
+    return out.astype(np.float32, copy=False)[:, None, :, :]
+
+
+def neighbour_stack(
+    slices: NDArray[np.float32], neighbours: int, start: int, stop: int
+) -> NDArray[np.float32]:
+    """(S, 1, H, W) -> (m, 2k+1, H, W) for slices start..stop-1: each slice with k slices
+    either side, mirrored at the ends (a single slice repeats itself)."""
+    n = len(slices)
+    idx = np.arange(start, min(stop, n))
+    offsets = np.arange(-neighbours, neighbours + 1)
+    pos = idx[:, None] + offsets[None, :]
+    if n == 1:
+        pos = np.zeros_like(pos)
+    else:
+        period = 2 * (n - 1)
+        pos = np.abs(pos) % period
+        pos = np.where(pos > n - 1, period - pos, pos)
+    return np.asarray(slices[pos, 0], dtype=np.float32)

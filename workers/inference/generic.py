@@ -1,0 +1,168 @@
+"""The generic analyser: runs any pipeline described by its file alone. Read the series,
+preprocess as declared, call each declared model, and turn the outputs into findings: a label
+map (argmax or threshold) split into segments and components with their measurements, and an
+image-level finding from a probability."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway.pipelines.description import Classification, PipelineDescription
+from gateway.pipelines.findings import (
+    ImageFinding,
+    ModelIdentity,
+    PipelineFindings,
+    SegmentFinding,
+)
+from gateway.pipelines.measure import measure_segment
+from workers.inference.config import InferenceSettings
+from workers.inference.declared import grid_spacing, model_spec, to_grid
+from workers.inference.pipeline import infer_batched
+from workers.inference.preprocess import labels_from_probabilities
+from workers.inference.runners import Deadline, ModelRunner, make_runner
+from workers.inference.series import Volume, read_series
+
+log = logging.getLogger(__name__)
+
+
+def calibrated(probability: float, classification: Classification) -> float:
+    if classification.calibration is None:
+        return probability
+    a, b = classification.calibration
+    p = min(max(probability, 1e-7), 1 - 1e-7)
+    return 1.0 / (1.0 + math.exp(-(a * math.log(p / (1 - p)) + b)))
+
+
+class DescribedAnalyser:
+    """Analyse series as a pipeline file declares, on the runner chosen by the settings."""
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        description: PipelineDescription,
+        runner: ModelRunner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.description = description
+        self.runner = runner or make_runner(settings)
+
+    def __enter__(self) -> DescribedAnalyser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def analyse_files(self, paths: Iterable[Path | str]) -> PipelineFindings:
+        t0 = time.perf_counter()
+        volume = read_series(paths)
+        read_s = time.perf_counter() - t0
+        findings = self.analyse_volume(volume)
+        findings.timings_s["read"] = read_s
+        findings.timings_s["total"] = time.perf_counter() - t0
+        return findings
+
+    def _run(self, key: str, volume: Volume, deadline: Deadline) -> NDArray[np.float32]:
+        model = self.description.model(key)
+        p = model.preprocess
+        x = to_grid(volume.hu, volume.pixel_spacing, p)
+        neighbours = p.neighbours if p.context == "2.5d" else 0
+        return infer_batched(
+            self.runner, model_spec(model), x, deadline, self.settings.batch_size, neighbours
+        )
+
+    def _labels(self, volume: Volume, deadline: Deadline) -> NDArray[np.uint8]:
+        segmentation = self.description.segmentation
+        if segmentation is None:
+            return np.zeros(volume.shape, dtype=np.uint8)
+        out = self._run(segmentation.model, volume, deadline)
+        p = self.description.model(segmentation.model).preprocess
+        spacing = grid_spacing(p, volume.pixel_spacing, volume.shape[1:])
+        if segmentation.method == "threshold":
+            # label 1 where the (interpolated) output exceeds the threshold: the argmax of
+            # [threshold, output]
+            out = np.concatenate([np.full_like(out, segmentation.threshold), out], axis=1)
+        labels = labels_from_probabilities(
+            out, volume.pixel_spacing, volume.shape[1:], size=p.size, spacing_mm=spacing
+        )
+        if segmentation.method == "threshold":
+            labels[labels == 1] = segmentation.threshold_label
+        return labels
+
+    def _segments(self, labels: NDArray[np.uint8], volume: Volume) -> list[SegmentFinding]:
+        found: list[SegmentFinding] = []
+        pixel = float(np.mean(volume.pixel_spacing))
+        for segment in self.description.segments:
+            found += measure_segment(
+                labels,
+                segment.label,
+                segment.name,
+                segment.measurements,
+                volume.voxel_volume_mm3,
+                pixel,
+                volume.index_to_patient,
+                components=segment.components,
+                min_voxels=segment.min_voxels,
+                min_volume_mm3=segment.min_volume_mm3,
+            )
+        return found
+
+    def analyse_volume(self, volume: Volume) -> PipelineFindings:
+        timings: dict[str, float] = {}
+        deadline = Deadline(self.settings.deadline_s)
+        t = time.perf_counter()
+        models = tuple(
+            ModelIdentity(*self._identity(key, deadline))
+            for key in (m.key for m in self.description.models)
+        )
+        timings["check_models"] = time.perf_counter() - t
+        t = time.perf_counter()
+        labels = self._labels(volume, deadline)
+        image: list[ImageFinding] = []
+        classification = self.description.classification
+        if classification is not None:
+            slices = self._run(classification.model, volume, deadline)
+            raw = slices.max() if classification.reduce == "max" else slices.mean()
+            probability = calibrated(float(raw) if len(slices) else 0.0, classification)
+            image.append(
+                ImageFinding(
+                    classification.name, probability, probability >= classification.threshold
+                )
+            )
+        timings["inference"] = time.perf_counter() - t
+        t = time.perf_counter()
+        segments = self._segments(labels, volume)
+        timings["postprocess"] = time.perf_counter() - t
+        log.info(
+            "series analysed by %s: %d slices, %d segment finding(s), runner=%s",
+            self.description.name,
+            volume.shape[0],
+            len(segments),
+            self.runner.name,
+        )
+        return PipelineFindings(
+            pipeline=self.description.name,
+            labels=labels,
+            sop_instance_uids=volume.sop_instance_uids,
+            study_instance_uid=volume.study_instance_uid,
+            series_instance_uid=volume.series_instance_uid,
+            frame_of_reference_uid=volume.frame_of_reference_uid,
+            segments=tuple(segments),
+            image_findings=tuple(image),
+            models=models,
+            runner=self.runner.name,
+            timings_s=timings,
+        )
+
+    def _identity(self, key: str, deadline: Deadline) -> tuple[str, str]:
+        found = self.runner.check_model(model_spec(self.description.model(key)), deadline)
+        return found.name, found.version
