@@ -17,12 +17,12 @@ LOGGER = logging.getLogger(__name__)
 
 
 def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
+    from gateway.queue.broker import resolve_broker_url
     from gateway.service import serve
-    from workers.celery_app import resolve_broker_url
 
     broker_url = resolve_broker_url(settings)
     settings = settings.model_copy(
-        update={"pipeline": settings.pipeline.model_copy(update={"broker_url": broker_url})}
+        update={"queue": settings.queue.model_copy(update={"broker_url": broker_url})}
     )
     LOGGER.info("broker: %s", broker_url.split("@")[-1])
     with ExitStack() as stack:
@@ -35,7 +35,7 @@ def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(triton)
             LOGGER.info("Triton ready on %s", triton.grpc_url)
-        env = {**os.environ, "PACS_GATEWAY_PIPELINE__BROKER_URL": broker_url}
+        env = {**os.environ, "PACS_GATEWAY_QUEUE__BROKER_URL": broker_url}
         for command in ("worker", "web"):
             child = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", command, *cli_args], env=env

@@ -123,7 +123,8 @@ def serve(
     # Beside assembly (once per gateway): orphan spool files of a failed commit.
     hygiene = SpoolHygiene(settings, engine)
     threads.append(threading.Thread(target=hygiene.run, args=(stop,), name="spool-hygiene"))
-    from workers.celery_app import make_celery, send_job
+    # Imported here: the spawned listener processes import this module and need no Celery.
+    from gateway.queue.app import make_celery, send_job
 
     celery = make_celery(settings)
     router = StudyRouter(

@@ -9,10 +9,12 @@ defaults.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,14 +24,21 @@ from pydantic_settings import (
 
 from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
+from gateway.inference_config import InferenceSettings
 from gateway.pipelines.registry import PipelineRegistry, PipelineRegistrySettings
+from gateway.queue.config import QueueSettings
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
 from gateway.web.config import WebSettings
-from workers.inference.config import InferenceSettings
-from workers.pipeline.config import PipelineSettings
 
 ENV_PREFIX = "PACS_GATEWAY_"
+
+# Sections an older release had under another name: a config that still uses one stops
+# start-up saying where its settings went (rather than pydantic's "extra inputs").
+RENAMED_SECTIONS = {
+    "pipeline": "settings section 'pipeline' was renamed 'queue' (broker and worker "
+    "settings); 'pipeline' now names a plug-in",
+}
 
 
 class AllowedPeer(BaseModel):
@@ -208,12 +217,24 @@ class GatewaySettings(BaseSettings):
         default_factory=list, description="Where results go (C-STORE or STOW-RS)."
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
-    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    queue: QueueSettings = Field(
+        default_factory=QueueSettings,
+        description="The job queue: Celery broker, workers, task time limits and retries.",
+    )
     pipelines: PipelineRegistrySettings = Field(
         default_factory=PipelineRegistrySettings,
         description="Where pipelines (model plug-ins) come from: pipeline files and entry points.",
     )
     web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_renamed_sections(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, message in RENAMED_SECTIONS.items():
+                if old in data:
+                    raise PydanticCustomError("renamed_section", message)
+        return data
 
     @model_validator(mode="after")
     def _rule_pipelines_registered(self) -> GatewaySettings:
@@ -299,6 +320,9 @@ class SettingsError(Exception):
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
+        if error["type"] == "renamed_section":  # says itself which section
+            lines.append(error["msg"])
+            continue
         name = ".".join(str(part) for part in error["loc"]) or "(settings)"
         found = error.get("input")
         found_text = "" if isinstance(found, dict) else f" (found {found!r})"
@@ -313,6 +337,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
     """
     if config_file is not None and not config_file.is_file():
         raise SettingsError(f"setting config: expected an existing TOML file, found {config_file}")
+    # pydantic-settings ignores environment variables of unknown sections: say so instead.
+    for old, message in RENAMED_SECTIONS.items():
+        prefix = f"{ENV_PREFIX}{old}__".upper()
+        stale = sorted(name for name in os.environ if name.upper().startswith(prefix))
+        if stale:
+            raise SettingsError(f"invalid settings:\n  {message} (found {', '.join(stale)})")
     settings_cls: type[GatewaySettings] = GatewaySettings
     if config_file is not None:
         # A subclass per call carries the file path without any global state.

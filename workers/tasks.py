@@ -20,9 +20,9 @@ from celery.signals import task_failure
 
 from gateway.database import make_engine, writer_queue
 from gateway.jobs.sweeper import fail_unfinished_job
+from gateway.queue.app import PROCESS_JOB
 from gateway.settings import GatewaySettings
-from workers.celery_app import PROCESS_JOB
-from workers.pipeline.runner import JobRunner, raise_time_limit
+from workers.jobs.runner import JobRunner, raise_time_limit
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def technical_reason(exc: BaseException) -> str:
 
 
 def time_limit_reason(settings: GatewaySettings) -> str:
-    return f"task time limit of {settings.pipeline.task_time_limit_s:g} s reached"
+    return f"task time limit of {settings.queue.task_time_limit_s:g} s reached"
 
 
 def _record_time_limit(settings: GatewaySettings, job_id: int) -> None:
@@ -80,14 +80,14 @@ def _record_time_limit(settings: GatewaySettings, job_id: int) -> None:
 
 def register_tasks(app: Celery, settings: GatewaySettings) -> None:
     state = _WorkerState(settings)
-    pipeline = settings.pipeline
+    queue = settings.queue
 
     def end_job(job_id: int, reason: str) -> None:
         """Fail the job unless it ended already; if the database is down this raises and
         the sweeper ends the job later."""
         fail_unfinished_job(state.runner.engine, job_id, reason, "worker", state.writers)
 
-    @app.task(name=PROCESS_JOB, bind=True, max_retries=pipeline.max_retries)
+    @app.task(name=PROCESS_JOB, bind=True, max_retries=queue.max_retries)
     def process_job(self: Task, job_id: int) -> str:
         retries = int(self.request.retries or 0)
         try:
@@ -101,18 +101,18 @@ def register_tasks(app: Celery, settings: GatewaySettings) -> None:
             return "failed"
         except Exception as exc:  # the database is down, or a bug: retry, the job stays
             LOGGER.exception("job %s raised", job_id)
-            if retries >= pipeline.max_retries:
+            if retries >= queue.max_retries:
                 end_job(
                     int(job_id), f"gave up after {retries + 1} attempts: {technical_reason(exc)}"
                 )
                 return "failed"
-            raise self.retry(countdown=pipeline.retry_backoff_s(retries), exc=exc) from exc
+            raise self.retry(countdown=queue.retry_backoff_s(retries), exc=exc) from exc
         if outcome.retry_in_s is None:
             return outcome.state.value
-        if retries >= pipeline.max_retries:
+        if retries >= queue.max_retries:
             end_job(int(job_id), f"gave up after {retries + 1} attempts: {outcome.message}")
             return "failed"
-        countdown = outcome.retry_in_s or pipeline.retry_backoff_s(retries)
+        countdown = outcome.retry_in_s or queue.retry_backoff_s(retries)
         priority: Any = (self.request.delivery_info or {}).get("priority")
         raise self.retry(countdown=countdown, priority=priority)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from workers.inference.config import InferenceSettings
+from gateway.inference_config import InferenceSettings
 
 log = logging.getLogger(__name__)
 

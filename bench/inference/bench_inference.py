@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from gateway.inference_config import InferenceSettings  # noqa: E402
 from gateway.phantom import make_phantom, write_ct_series  # noqa: E402
-from workers.inference import InferenceClient, InferenceSettings  # noqa: E402
+from workers.inference import InferenceClient  # noqa: E402
 from workers.triton_server import TritonServer, free_port  # noqa: E402
 
 REPOSITORY = ROOT / "triton_models"

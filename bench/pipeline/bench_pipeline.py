@@ -59,7 +59,7 @@ def settings_for(
         },
         storage={"min_free_mb": 0},
         assembly={"quiet_period_s": QUIET_PERIOD_S, "poll_interval_s": 0.2},
-        pipeline={
+        queue={
             "broker_url": redis_url,
             "worker_concurrency": workers,
             "router_poll_interval_s": 0.2,

@@ -243,7 +243,7 @@ class StudyRouter:
     def dispatch_queued(self) -> int:
         """Send every queued job not yet handed to the broker, or sent so long ago that its
         message must have been lost (urgent first)."""
-        stale = utcnow() - timedelta(seconds=self.settings.pipeline.resend_queued_after_s)
+        stale = utcnow() - timedelta(seconds=self.settings.queue.resend_queued_after_s)
         with self.engine.connect() as connection:
             jobs = connection.execute(
                 select(Job.id, Job.priority)
@@ -268,4 +268,4 @@ class StudyRouter:
                 self.dispatch_queued()
             except Exception as exc:  # keep going: the database or broker may come back
                 LOGGER.error("routing pass failed: %s: %s", type(exc).__name__, exc)
-            stop.wait(self.settings.pipeline.router_poll_interval_s)
+            stop.wait(self.settings.queue.router_poll_interval_s)

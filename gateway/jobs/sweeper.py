@@ -81,17 +81,17 @@ class StuckJobSweeper:
     stages are skipped), else fails it with the reason."""
 
     def __init__(self, settings: GatewaySettings, engine: Engine) -> None:
-        self.pipeline = settings.pipeline
+        self.queue = settings.queue
         self.engine = engine
         self._writers = writer_queue(engine)
 
     @property
     def max_attempts(self) -> int:
-        return self.pipeline.max_retries + 1
+        return self.queue.max_retries + 1
 
     def sweep(self, now: datetime | None = None) -> SweepResult:
         now = now or utcnow()
-        deadline = now - timedelta(seconds=self.pipeline.stuck_job_after_s)
+        deadline = now - timedelta(seconds=self.queue.stuck_job_after_s)
         with self.engine.connect() as connection:
             stuck = connection.execute(
                 select(Job.id, Job.state, Job.attempts, Job.updated_at, Job.study_instance_uid)
@@ -105,7 +105,7 @@ class StuckJobSweeper:
             if requeue:
                 reason = (
                     f"stuck in {state.value} with no update for {quiet_s} s (more than "
-                    f"stuck_job_after_s {self.pipeline.stuck_job_after_s:g}): queued again "
+                    f"stuck_job_after_s {self.queue.stuck_job_after_s:g}): queued again "
                     f"after attempt {attempts} of {self.max_attempts}"
                 )
                 values: dict[str, Any] = {
@@ -117,7 +117,7 @@ class StuckJobSweeper:
             else:
                 reason = (
                     f"stuck in {state.value} with no update for {quiet_s} s (more than "
-                    f"stuck_job_after_s {self.pipeline.stuck_job_after_s:g}) after the last of "
+                    f"stuck_job_after_s {self.queue.stuck_job_after_s:g}) after the last of "
                     f"{attempts} attempts"
                 )
                 values = {"state": JobState.FAILED, "finished_at": now, "last_error": reason}

@@ -50,6 +50,12 @@ class Accepts(_Strict):
         le=90,
         description="Volumes only: the slice normal within this angle of the body axis.",
     )
+    view_positions: list[str] = Field(
+        default_factory=list,
+        description="Images only: ViewPosition values accepted, in order of preference "
+        "(e.g. ['PA', 'AP']); a series with another value (LL, LATERAL) is passed over, one "
+        "without ViewPosition comes after the listed ones. Empty: any view.",
+    )
 
     @model_validator(mode="after")
     def _slice_range(self) -> Self:
@@ -59,6 +65,10 @@ class Accepts(_Strict):
             )
         if self.geometry == "image" and self.max_slices != 1:
             raise ValueError(f"geometry 'image' expects max_slices = 1, found {self.max_slices}")
+        if self.geometry == "volume" and self.view_positions:
+            raise ValueError(
+                f"view_positions: expected none for geometry 'volume', found {self.view_positions}"
+            )
         return self
 
     def series_selection(self) -> SeriesSelectionSettings:
@@ -69,6 +79,7 @@ class Accepts(_Strict):
             max_slices=self.max_slices,
             axial_tolerance_deg=self.max_tilt_deg,
             geometry=self.geometry,
+            view_positions=[v.upper() for v in self.view_positions],
         )
 
 
@@ -76,6 +87,19 @@ class Preprocess(_Strict):
     """How slices become a model's input: resampled in plane to a square grid centred on the
     image centre, windowed, then scaled as (value - center) / scale."""
 
+    method: Literal["window", "radiograph"] = Field(
+        default="window",
+        description="'window': rescaled values (HU) windowed and scaled as above (the generic "
+        "analyser); 'radiograph': a projection image through the Modality LUT, negated for "
+        "MONOCHROME1, area-averaged and resampled to `size` pixels of `spacing_mm` at the "
+        "detector, its `percentiles` scaled to 0 and 1, then clipped to `window` (a "
+        "registered analyser: workers/inference/chest_xray.py).",
+    )
+    percentiles: tuple[float, float] = Field(
+        default=(1.0, 99.0),
+        description="'radiograph': the percentiles of the pixels inside the image that "
+        "become 0 and 1.",
+    )
     size: int = Field(ge=1, le=4096, description="Grid size in pixels (rows = columns).")
     spacing_mm: float | None = Field(
         default=None,
@@ -149,7 +173,8 @@ class ModelDescription(_Strict):
         return f"{self.name}:{self.version or 'latest'}"
 
 
-Measurement = Literal["volume", "longest_diameter"]
+Measurement = Literal["volume", "longest_diameter", "long_axis", "short_axis", "mean_diameter"]
+"""What gateway/pipelines/measure.py measures (its docstring defines each)."""
 
 
 class SegmentDescription(_Strict):
@@ -181,7 +206,9 @@ class SegmentDescription(_Strict):
     min_voxels: int = Field(default=1, ge=1, description="Components: fewer voxels dropped.")
     measurements: list[Measurement] = Field(
         default_factory=list,
-        description="Measured per finding: 'volume' (mm3), 'longest_diameter' (mm).",
+        description="Measured per finding: 'volume' (mm3), 'longest_diameter' (3D, mm), "
+        "'long_axis', 'short_axis' and 'mean_diameter' (on the axial slice where the finding "
+        "is largest, mm; Lung-RADS).",
     )
     report: bool = Field(
         default=False,
@@ -234,6 +261,31 @@ class Classification(_Strict):
     )
 
 
+class Localisation(_Strict):
+    """Localised findings on a projection image from a model's probability map: each local
+    maximum at or above the threshold is one finding, a point in the source image's pixels
+    (the model gives no size: the SR draws a circle of `radius_mm` around it)."""
+
+    model: str = Field(description="Key of the model whose output is the probability map.")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="Identifier; the findings are '<name>-1', '<name>-2', ... by decreasing "
+        "probability.",
+    )
+    title: str = Field(
+        min_length=1, max_length=56, description="SR tracking identifier, e.g. 'Nodule'."
+    )
+    finding: CodeDescription = Field(description="Finding type code (SCT), e.g. Nodule.")
+    finding_site: CodeDescription | None = Field(
+        default=None, description="Finding site (SCT), e.g. Lung."
+    )
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Peaks at or above.")
+    radius_mm: float = Field(
+        default=10.0, gt=0, le=200, description="Radius of the circle drawn in the SR (mm)."
+    )
+    max_findings: int = Field(default=10, ge=1, le=100, description="Most findings per image.")
+
+
 class Report(_Strict):
     """How the SEG and SR present themselves."""
 
@@ -271,6 +323,11 @@ class PipelineDescription(_Strict):
     classification: Classification | None = Field(
         default=None, description="Image-level finding from a model (SR)."
     )
+    localisation: Localisation | None = Field(
+        default=None,
+        description="Localised findings on a projection image from a model's probability map "
+        "(SR planar regions); geometry 'image' only.",
+    )
     report: Report = Field(description="How the SEG and SR present themselves.")
 
     @model_validator(mode="after")
@@ -281,6 +338,7 @@ class PipelineDescription(_Strict):
         for what, part in (
             ("segmentation", self.segmentation),
             ("classification", self.classification),
+            ("localisation", self.localisation),
         ):
             if part is not None and part.model not in keys:
                 raise ValueError(f"{what}.model: expected one of {keys}, found {part.model!r}")
@@ -308,11 +366,17 @@ class PipelineDescription(_Strict):
                 )
         if self.classification is not None:
             model = self.model(self.classification.model)
-            if model.output_shape != [1]:
+            # a probability, or a map whose maximum is the image's probability
+            if model.output_shape != [1] and self.classification.reduce != "max":
                 raise ValueError(
-                    f"model {model.name!r}: expected output_shape [1] (a probability), found "
-                    f"{model.output_shape}"
+                    f"model {model.name!r}: expected output_shape [1] (a probability) or "
+                    f"reduce 'max' over a map, found {model.output_shape} with reduce "
+                    f"{self.classification.reduce!r}"
                 )
+        if self.localisation is not None and self.accepts.geometry != "image":
+            raise ValueError(
+                f"localisation: expected accepts.geometry 'image', found {self.accepts.geometry!r}"
+            )
         return self
 
     def model(self, key: str) -> ModelDescription:

@@ -23,12 +23,45 @@ class ModelIdentity:
 
 @dataclass(frozen=True)
 class Measurement:
-    """A measured value by its name in the pipeline file ('volume', 'longest_diameter')."""
+    """A measured value by its name in the pipeline file ('volume', 'long_axis', ...)."""
 
     name: str
     value: float
     unit: str
     """UCUM unit, e.g. 'mm3', 'mm'."""
+
+
+@dataclass(frozen=True)
+class AxialAxes:
+    """Long and short axis of a finding on the axial slice where it is largest (Lung-RADS):
+    lengths (mm), end points in patient coordinates (LPS, mm) and the slice they lie on."""
+
+    slice_index: int
+    """Index of the slice in the sorted volume."""
+    sop_instance_uid: str
+    """SOP Instance UID of that slice ('' when the measurer was not given the UIDs)."""
+    long_axis_mm: float
+    short_axis_mm: float
+    long_axis_points: tuple[tuple[float, float, float], ...]
+    """The long axis's two end points (LPS, mm)."""
+    short_axis_points: tuple[tuple[float, float, float], ...]
+    """The short axis's two end points (LPS, mm), perpendicular to the long axis."""
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        """Mean of long and short axis, rounded to 0.1 mm as Lung-RADS v2022 says."""
+        return round((self.long_axis_mm + self.short_axis_mm) / 2.0, 1)
+
+    def value(self, name: str) -> float:
+        """'long_axis', 'short_axis' or 'mean_diameter' (mm)."""
+        values = {
+            "long_axis": self.long_axis_mm,
+            "short_axis": self.short_axis_mm,
+            "mean_diameter": self.mean_diameter_mm,
+        }
+        if name not in values:
+            raise KeyError(f"expected one of {sorted(values)}, found {name!r}")
+        return values[name]
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,8 @@ class SegmentFinding:
     centroid_patient_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     centroid_index: tuple[float, float, float] = (0.0, 0.0, 0.0)
     slice_range: tuple[int, int] = (0, 0)
+    axial_axes: AxialAxes | None = None
+    """Long and short axis, when a measurement asked for them."""
 
     @property
     def key(self) -> str:
@@ -68,6 +103,30 @@ class ImageFinding:
 
 
 @dataclass(frozen=True)
+class PointFinding:
+    """A localised finding on a projection image: a point in the source image's pixels (the
+    model gives no size; `radius_px` is the nominal radius the SR draws)."""
+
+    name: str
+    """The localisation's name in the pipeline file, e.g. 'nodule'."""
+    index: int
+    """1-based, by decreasing probability."""
+    sop_instance_uid: str
+    """The image the point lies on."""
+    row: float
+    """Pixel row, 0 = centre of the first row."""
+    column: float
+    """Pixel column, 0 = centre of the first column."""
+    radius_px: float
+    probability: float
+
+    @property
+    def key(self) -> str:
+        """Stable name ('nodule-1'): its tracking UID derives from it."""
+        return f"{self.name}-{self.index}"
+
+
+@dataclass(frozen=True)
 class PipelineFindings:
     """Everything the results writers need of one analysed series."""
 
@@ -84,3 +143,5 @@ class PipelineFindings:
     """In the order of the pipeline file's models."""
     runner: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    point_findings: tuple[PointFinding, ...] = ()
+    """Localised findings on a projection image (pipelines with a localisation)."""

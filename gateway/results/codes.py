@@ -12,6 +12,10 @@ from pydicom.sr.coding import Code
 VOLUME = codes.SCT.Volume
 DIAMETER = codes.SCT.Diameter
 MAXIMUM = codes.SCT.Maximum
+MEAN = codes.SCT.Mean
+LONG_AXIS = codes.SCT.LongAxis
+SHORT_AXIS = codes.SCT.ShortAxis
+CENTER = codes.DCM.Center
 PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
 PROBABILITY = codes.DCM.Probability
@@ -33,4 +37,8 @@ class MeasurementConcept:
 MEASUREMENTS = {
     "volume": MeasurementConcept(VOLUME, CUBIC_MILLIMETER),
     "longest_diameter": MeasurementConcept(DIAMETER, MILLIMETER, MAXIMUM),
+    "long_axis": MeasurementConcept(LONG_AXIS, MILLIMETER),
+    "short_axis": MeasurementConcept(SHORT_AXIS, MILLIMETER),
+    # Lung-RADS mean diameter: a diameter derived as the mean of long and short axis.
+    "mean_diameter": MeasurementConcept(DIAMETER, MILLIMETER, MEAN),
 }

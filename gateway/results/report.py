@@ -5,6 +5,7 @@ pipeline declares them."""
 from __future__ import annotations
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
 
 from gateway.pipelines.description import PipelineDescription
@@ -83,6 +84,69 @@ def _segment_group(
     )
 
 
+def _axes_group(
+    segment: SegmentFinding,
+    source: SourceSeries,
+    item: DeclaredFindings,
+    uids: ResultUIDs,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations | None:
+    """Where the axes lie: TID 1411 allows no coordinates on the measurements of the
+    volumetric group, so a TID 1501 group of the same finding (same tracking UID) holds the
+    long and short axis, each inferred from its end points (SCOORD3D POLYLINE, TID 320) on
+    the axial slice it was measured on, and the finding's centre (SCOORD3D POINT, Center)."""
+    declared_segment = item.description.segment(segment.label)
+    axes = segment.axial_axes
+    names = [n for n in ("long_axis", "short_axis") if n in declared_segment.measurements]
+    if axes is None or not names:
+        return None
+    assert item.description.segmentation is not None
+    algorithm = sr_algorithm(model_of(item, item.description.segmentation.model))
+    frame = item.findings.frame_of_reference_uid
+    images = None
+    if axes.sop_instance_uid:
+        images = [
+            hd.sr.SourceImageForMeasurement(str(source.first.SOPClassUID), axes.sop_instance_uid)
+        ]
+    measurements = []
+    for name in names:
+        points = axes.long_axis_points if name == "long_axis" else axes.short_axis_points
+        coordinates = [
+            hd.sr.CoordinatesForMeasurement3D(
+                graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE,
+                graphic_data=np.array(points, dtype=np.float64),
+                frame_of_reference_uid=frame,
+            )
+        ]
+        if name == names[0]:
+            coordinates.append(
+                hd.sr.CoordinatesForMeasurement3D(
+                    graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+                    graphic_data=np.array([segment.centroid_patient_mm], dtype=np.float64),
+                    frame_of_reference_uid=frame,
+                    purpose=codes.CENTER,
+                )
+            )
+        concept = codes.MEASUREMENTS[name]
+        measurements.append(
+            hd.sr.Measurement(
+                name=concept.name,
+                value=round(axes.value(name), 1),
+                unit=concept.unit,
+                algorithm_id=algorithm,
+                referenced_images=images,
+                referenced_coordinates=coordinates,
+            )
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uids.tracking(segment.key), identifier=segment_title(item.description, segment)
+        ),
+        finding_type=code(declared_segment.type),
+        algorithm_id=algorithm,
+        measurements=measurements,
+    )
+
+
 def _image_group(
     finding: ImageFinding, item: DeclaredFindings, uids: ResultUIDs
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -135,6 +199,9 @@ def build_measurement_report(
             if item.description.segment(segment.label).report and segment.key in structures:
                 number = structures.index(segment.key) + 1
                 groups.append(_segment_group(segment, number, seg_dataset, source, item, uids))
+                axes = _axes_group(segment, source, item, uids)
+                if axes is not None:
+                    groups.append(axes)
     groups.extend(_image_group(f, item, uids) for f in item.findings.image_findings)
     report = item.description.report
     content = hd.sr.MeasurementReport(

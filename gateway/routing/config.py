@@ -122,6 +122,11 @@ class SeriesSelectionSettings(BaseModel):
         default="volume",
         description="'volume': axial slices required; 'image': a projection image (no check).",
     )
+    view_positions: list[str] = Field(
+        default_factory=list,
+        description="'image': ViewPosition values accepted, most preferred first (e.g. PA, "
+        "AP); another value is passed over, none comes after the listed ones. Empty: any.",
+    )
 
     def overridden_by(self, site: SeriesSelectionSettings) -> SeriesSelectionSettings:
         """These criteria with the fields `site` sets explicitly."""

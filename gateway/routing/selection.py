@@ -3,7 +3,8 @@
 Qualifying: an allowed modality, a slice count within [min_slices, max_slices], and axial
 slices (judged from one instance header; a series without orientation is not axial). Among
 those: the thinnest slices (unknown thickness counts as thickest), then more slices, then
-the lower series number.
+the lower series number. Projection images (geometry 'image') are not checked for axial
+slices; the pipeline's preferred ViewPosition (PA before AP, never a lateral) comes first.
 """
 
 from __future__ import annotations
@@ -101,6 +102,28 @@ def _axial_problem(
     return None
 
 
+def _view_position(
+    connection: Connection, spool_dir: Path, candidate: _Candidate, wanted: Sequence[str]
+) -> tuple[str | None, int]:
+    """Images: (why not, preference) from one header's ViewPosition; the listed values in
+    their order, then a series without one; another value is passed over (a lateral view)."""
+    if not wanted:
+        return None, 0
+    relative = _first_instance_path(connection, candidate.series_id)
+    if relative is None:
+        return "no stored instance to read the view position from", 0
+    try:
+        ds = dcmread(spool_dir / relative, stop_before_pixels=True, specific_tags=["ViewPosition"])
+    except (OSError, InvalidDicomError, EOFError) as exc:
+        return f"header of {relative} unreadable ({type(exc).__name__})", 0
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if not view:
+        return None, len(wanted)
+    if view not in wanted:
+        return f"view position {view!r}, not in {list(wanted)}", 0
+    return None, list(wanted).index(view)
+
+
 def _rejection(candidate: _Candidate, settings: SeriesSelectionSettings) -> str | None:
     allowed = [m.strip().upper() for m in settings.modalities]
     modality = (candidate.modality or "").strip().upper()
@@ -155,14 +178,22 @@ def select_series(
         if uid not in found
     ]
     qualifying: list[_Candidate] = []
+    preference: dict[str, int] = {}
+    wanted = [v.strip().upper() for v in settings.view_positions]
     for candidate in sorted(candidates, key=_Candidate.rank):
         problem = _rejection(candidate, settings)
         if problem is None and settings.geometry == "volume":
             problem = _axial_problem(connection, spool_dir, candidate, settings.axial_tolerance_deg)
+        if problem is None and settings.geometry == "image":
+            problem, preference[candidate.uid] = _view_position(
+                connection, spool_dir, candidate, wanted
+            )
         if problem is None:
             qualifying.append(candidate)
         else:
             rejected.append(f"{candidate.label}: {problem}")
+    # images: the preferred view first (stable: the rank decides among equals)
+    qualifying.sort(key=lambda c: preference.get(c.uid, 0))
     if not qualifying:
         return SeriesChoice(
             None,

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from sqlalchemy import Engine, text
 
+from gateway.queue.broker import resolve_broker_url
 from gateway.settings import GatewaySettings
 
 
@@ -36,8 +37,6 @@ def check_database(engine: Engine) -> None:
 
 
 def broker_url(settings: GatewaySettings) -> str:
-    from workers.celery_app import resolve_broker_url
-
     return resolve_broker_url(settings)
 
 
@@ -70,7 +69,7 @@ def count_workers(settings: GatewaySettings) -> int | None:
     url = broker_url(settings)
     if not url.startswith(("redis://", "rediss://", "amqp://", "pyamqp://")):
         return None
-    from workers.celery_app import make_celery
+    from gateway.queue.app import make_celery
 
     app = make_celery(settings, url)
     try:

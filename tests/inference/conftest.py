@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.inference_config import InferenceSettings
 from gateway.phantom import Phantom, make_phantom, write_ct_series
-from workers.inference import InferenceSettings
 from workers.triton_server import DEFAULT_TRITON_VENV, TritonServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]

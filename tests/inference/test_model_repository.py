@@ -15,9 +15,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from gateway.inference_config import InferenceSettings
 from tests.inference.conftest import MODEL_REPOSITORY, REPO
-from workers.inference import InferenceSettings
-from workers.inference.pipeline import classification_spec, segmentation_spec
+from workers.inference.client import classification_spec, segmentation_spec
 from workers.triton_server import DEFAULT_TRITON_VENV, free_port
 
 SPECS = {
@@ -70,7 +70,7 @@ def test_run_triton_forever_serves_until_signalled(tmp_path: Path) -> None:
         pytest.fail("run `bash triton_models/setup_triton_env.sh` first")
     ports = [free_port() for _ in range(3)]
     code = (
-        "import sys; from workers.inference import InferenceSettings; "
+        "import sys; from gateway.inference_config import InferenceSettings; "
         "from workers.triton_server import run_triton_forever; "
         f"sys.exit(run_triton_forever(InferenceSettings(triton_http_port={ports[0]}, "
         f"triton_grpc_port={ports[1]}, triton_metrics_port={ports[2]})))"

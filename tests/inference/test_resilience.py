@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from gateway.inference_config import InferenceSettings
 from workers.inference import (
     CircuitOpenError,
-    InferenceSettings,
     PermanentInferenceError,
     TransientInferenceError,
     TritonRunner,

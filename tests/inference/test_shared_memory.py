@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.inference import InferenceSettings
-from workers.inference.pipeline import classification_spec, segmentation_spec
+from gateway.inference_config import InferenceSettings
+from workers.inference.client import classification_spec, segmentation_spec
 from workers.inference.runners import Deadline, TritonRunner
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.inference_config import InferenceSettings
 from gateway.phantom import LABEL_LUNG, LABEL_NODULE, Phantom, make_phantom, write_ct_series
 from tests.inference.conftest import MODEL_REPOSITORY, start_triton
 from workers.inference import (
     DeadlineExceededError,
     InferenceClient,
-    InferenceSettings,
     PermanentInferenceError,
     TransientInferenceError,
     TritonRunner,
 )
-from workers.inference.pipeline import segmentation_spec
+from workers.inference.client import segmentation_spec
 from workers.inference.runners import Deadline, ModelSpec
 from workers.triton_server import TritonServer
 

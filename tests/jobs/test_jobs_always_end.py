@@ -93,13 +93,13 @@ def start_worker_pipeline(
                 ],
                 "series_selection": {"min_slices": 4},
             },
-            pipeline={
+            queue={
                 "broker_url": redis_server.url,
                 "worker_concurrency": 1,
                 "router_poll_interval_s": 0.3,
                 "retry_backoff_initial_s": 0.2,
                 "retry_backoff_max_s": 1,
-                **overrides.pop("pipeline", {}),
+                **overrides.pop("queue", {}),
             },
             **overrides,
         )
@@ -158,7 +158,7 @@ def test_retries_exhausted_by_an_unexpected_error_fail_the_job(
     tmp_path: Path,
 ) -> None:
     gateway, worker = start_worker_pipeline(
-        pipeline={"max_retries": 1},
+        queue={"max_retries": 1},
         inference={"runner": "onnxruntime", "model_repository": corrupt_model_repository(tmp_path)},
     )
     send_study(gateway, tmp_path / "study", [SeriesSpec(1, 5)])
@@ -180,7 +180,7 @@ def test_soft_time_limit_fails_the_job_with_the_reason(
 ) -> None:
     # Triton hangs (no answer, long gRPC deadlines): only the task time limit can end it.
     gateway, worker = start_worker_pipeline(
-        pipeline={"task_time_limit_s": 4, "visibility_timeout_s": 60, "max_retries": 0},
+        queue={"task_time_limit_s": 4, "visibility_timeout_s": 60, "max_retries": 0},
         inference={
             "runner": "triton",
             "triton_grpc_url": f"127.0.0.1:{black_hole.port}",
@@ -210,7 +210,7 @@ def test_hard_time_limit_fails_the_job_from_the_worker_main_process(
     """The pool process cannot record the soft limit (the database is locked), so the hard
     limit kills it; the worker's main process then ends the job once the lock is gone."""
     gateway, worker = start_worker_pipeline(
-        pipeline={"task_time_limit_s": 4, "visibility_timeout_s": 60, "max_retries": 0},
+        queue={"task_time_limit_s": 4, "visibility_timeout_s": 60, "max_retries": 0},
         inference={
             "runner": "triton",
             "triton_grpc_url": f"127.0.0.1:{black_hole.port}",
@@ -245,17 +245,17 @@ def test_hard_time_limit_fails_the_job_from_the_worker_main_process(
 
 
 # --- the stuck-job sweeper ---------------------------------------------------------------------
-def sweeper_settings(settings: GatewaySettings, **pipeline: Any) -> GatewaySettings:
+def sweeper_settings(settings: GatewaySettings, **queue: Any) -> GatewaySettings:
     return make_settings(
         settings.data_dir,
         settings.sqlalchemy_url,
-        pipeline={
+        queue={
             "max_retries": 2,
             "task_time_limit_s": 60,
             "visibility_timeout_s": 120,
             "stuck_job_after_s": 600,
             "resend_queued_after_s": 3600,
-            **pipeline,
+            **queue,
         },
     )
 
@@ -380,7 +380,7 @@ def test_stuck_deadline_must_outlive_a_task(tmp_path: Path) -> None:
         make_settings(
             tmp_path,
             f"sqlite:///{tmp_path / 'x.db'}",
-            pipeline={
+            queue={
                 "task_time_limit_s": 1800,
                 "retry_backoff_max_s": 30,
                 "stuck_job_after_s": 1800,

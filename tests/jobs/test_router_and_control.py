@@ -44,7 +44,7 @@ def routed(
         settings.data_dir,
         settings.sqlalchemy_url,
         assembly={"quiet_period_s": 3600},
-        pipeline={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:6379/15"},
+        queue={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:6379/15"},
         routing={"rules": RULES, "series_selection": {"min_slices": 4}},
     )
     return start_gateway(configured), configured

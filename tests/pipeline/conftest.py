@@ -68,9 +68,7 @@ class Pipeline:
         if concurrency is not None:
             settings = settings.model_copy(
                 update={
-                    "pipeline": settings.pipeline.model_copy(
-                        update={"worker_concurrency": concurrency}
-                    )
+                    "queue": settings.queue.model_copy(update={"worker_concurrency": concurrency})
                 }
             )
         worker = Process("worker", settings, self.tmp / f"worker{len(self.workers)}.log")
@@ -115,7 +113,7 @@ def pipeline_settings(
             ],
             "series_selection": {"min_slices": 4},
         },
-        pipeline={
+        queue={
             "broker_url": redis_url,
             "worker_concurrency": 1,
             "retry_backoff_initial_s": 1,
@@ -123,7 +121,7 @@ def pipeline_settings(
             "router_poll_interval_s": 0.3,
             "task_time_limit_s": 300,
             "visibility_timeout_s": 400,
-            **overrides.pop("pipeline", {}),
+            **overrides.pop("queue", {}),
         },
         delivery={
             "connect_timeout_s": 3,

@@ -26,7 +26,7 @@ min_free_mb = 0
 [assembly]
 quiet_period_s = 2
 poll_interval_s = 0.5
-[pipeline]
+[queue]
 broker_url = "sqla+sqlite:///{data}/broker.sqlite"
 router_poll_interval_s = 0.5
 [inference]

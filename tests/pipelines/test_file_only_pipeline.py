@@ -168,7 +168,7 @@ def test_file_only_pipeline_end_to_end(tmp_path: Path) -> None:
             "model_repository": str(repository),
             "deadline_s": 60,
         },
-        pipeline={"broker_url": redis.url, "router_poll_interval_s": 0.3},
+        queue={"broker_url": redis.url, "router_poll_interval_s": 0.3},
     )
     engine = make_engine(settings)
     upgrade(settings, engine=engine)

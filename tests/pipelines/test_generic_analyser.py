@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 from pydicom.sr.codedict import codes
 
+from gateway.inference_config import InferenceSettings
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.registry import load_pipeline_file
@@ -20,7 +21,6 @@ from gateway.results.build import build_results, store_results
 from gateway.results.config import ResultsSettings
 from gateway.results.source import read_source_series
 from tests.results.validation import dciodvfy_errors
-from workers.inference.config import InferenceSettings
 from workers.inference.generic import DescribedAnalyser
 
 SIZE = 24

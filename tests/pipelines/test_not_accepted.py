@@ -15,7 +15,7 @@ from gateway.models import Job, JobState, Study
 from gateway.phantom import make_phantom, write_ct_series
 from tests.conftest import RunningGateway
 from tests.scu import send_files
-from workers.pipeline.runner import JobRunner
+from workers.jobs.runner import JobRunner
 
 
 def _no_analyser(*_: object) -> object:

@@ -25,7 +25,7 @@ def test_lung_nodules_comes_through_its_entry_point(tmp_path: Path) -> None:
     registry = PipelineRegistry.from_settings(PipelineRegistrySettings())
     pipeline = registry.get("lung_nodules")
     assert pipeline.origin == "entry point lung_nodules = gateway.pipelines.lung_nodules:pipeline"
-    assert pipeline.analyser == "workers.inference.pipeline:LungNoduleAnalyser"
+    assert pipeline.analyser == "workers.inference.client:LungNoduleAnalyser"
     assert pipeline.description.model_key == "lung_nodule_unet:1+nodule_cnn:1"
     no_plugins = PipelineRegistry.from_settings(
         PipelineRegistrySettings(entry_points=False, dirs=[tmp_path])

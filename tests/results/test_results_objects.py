@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from gateway.pipelines.lung_nodules.findings import NoduleFinding
 from gateway.results.build import ResultObject, build_results, store_results
 from gateway.results.config import ResultsSettings
 from gateway.results.identity import ResultUIDs
@@ -156,12 +157,7 @@ def test_sr_groups_reference_their_seg_segments(built: tuple[Case, dict[str, Pat
         (number,) = referenced.referenced_segment_numbers or [0]
         # tracking UID shared by the SR group and the SEG segment it references
         assert segment_by_tracking[group.tracking_uid] == number
-        measured = {m.name: m for m in group.get_measurements()}
-        volume = measured[codes.SCT.Volume]
-        diameter = measured[codes.SCT.Diameter]
-        assert volume.unit == hd.sr.CodedConcept("mm3", "UCUM", "cubic millimeter")
-        assert volume.value == pytest.approx(nodule.volume_mm3, abs=0.1)
-        assert diameter.value == pytest.approx(nodule.longest_diameter_mm, abs=0.1)
+        assert_nodule_measurements(group, nodule, case, report)
         # the segment holds exactly that nodule's voxels
         mask = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=list(case.findings.sop_instance_uids),
@@ -185,6 +181,57 @@ def test_sr_groups_reference_their_seg_segments(built: tuple[Case, dict[str, Pat
         for item in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
     }
     assert evidence == {case.findings.series_instance_uid, seg.SeriesInstanceUID}
+
+
+MM = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+
+
+def assert_nodule_measurements(
+    group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations,
+    nodule: NoduleFinding,
+    case: Case,
+    report: hd.sr.MeasurementReport,
+) -> None:
+    """Volume, long and short axis and their mean (Lung-RADS) with their codes and UCUM
+    units; a group of the same finding with each axis inferred from its end points on its
+    slice, and the centre as a POINT."""
+    measured = {m.name: m for m in group.get_measurements()}
+    assert set(measured) == {
+        codes.SCT.Volume,
+        codes.SCT.LongAxis,
+        codes.SCT.ShortAxis,
+        codes.SCT.Diameter,
+    }
+    volume = measured[codes.SCT.Volume]
+    assert volume.unit == hd.sr.CodedConcept("mm3", "UCUM", "cubic millimeter")
+    assert volume.value == pytest.approx(nodule.volume_mm3, abs=0.1)
+    mean = measured[codes.SCT.Diameter]
+    assert mean.unit == MM and mean.derivation == codes.SCT.Mean
+    assert mean.value == pytest.approx((nodule.long_axis_mm + nodule.short_axis_mm) / 2, abs=0.051)
+    assert mean.value == nodule.mean_diameter_mm
+    (where,) = [
+        g for g in report.get_image_measurement_groups() if g.tracking_uid == group.tracking_uid
+    ]
+    placed = {m.name: m for m in where.get_measurements()}
+    axes = nodule.axial_axes
+    assert axes is not None and axes.sop_instance_uid in case.findings.sop_instance_uids
+    for concept, value, points in (
+        (codes.SCT.LongAxis, nodule.long_axis_mm, axes.long_axis_points),
+        (codes.SCT.ShortAxis, nodule.short_axis_mm, axes.short_axis_points),
+    ):
+        for item in (measured[concept], placed[concept]):
+            assert item.unit == MM and item.value == pytest.approx(value, abs=0.051)
+        (image,) = placed[concept].referenced_images
+        assert image.referenced_sop_instance_uid == axes.sop_instance_uid
+        line = placed[concept].referenced_coordinates[0]
+        assert line.graphic_type == hd.sr.GraphicTypeValues3D.POLYLINE
+        assert line.ReferencedFrameOfReferenceUID == case.findings.frame_of_reference_uid
+        np.testing.assert_allclose(line.value, np.array(points), atol=1e-3)
+        assert np.linalg.norm(line.value[1] - line.value[0]) == pytest.approx(value, abs=1e-3)
+    centre = placed[codes.SCT.LongAxis].referenced_coordinates[1]
+    assert centre.graphic_type == hd.sr.GraphicTypeValues3D.POINT
+    assert centre.name == codes.DCM.Center
+    np.testing.assert_allclose(centre.value, [nodule.centroid_patient_mm], atol=1e-3)
 
 
 def test_uids_are_derived_from_series_pipeline_and_models(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def site_with(
             settings.sqlalchemy_url,
             dicom={"network_timeout_s": network_timeout_s},
             assembly={"quiet_period_s": 3600},
-            pipeline={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:1/0"},
+            queue={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:1/0"},
             web={"session_cookie_secure": False},
             routing={
                 "rules": RULES,

@@ -96,3 +96,30 @@ def test_cli_options_reach_the_settings(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert '"port": 11999' in result.stdout and '"http_port": 8181' in result.stdout
     assert str(tmp_path) in result.stdout
+
+
+RENAMED = "settings section 'pipeline' was renamed 'queue' (broker and worker settings)"
+
+
+def test_old_pipeline_section_says_it_is_now_queue(tmp_path: Path) -> None:
+    """A config written before the rename stops start-up saying where its settings went."""
+    config = tmp_path / "old.toml"
+    config.write_text('[pipeline]\nbroker_url = "redis://10.0.0.5:6379/0"\n')
+    with pytest.raises(SettingsError) as error:
+        load_settings(config)
+    assert RENAMED in str(error.value)
+    assert "'pipeline' now names a plug-in" in str(error.value)
+    config.write_text('[queue]\nbroker_url = "redis://10.0.0.5:6379/0"\n')
+    assert load_settings(config).queue.broker_url == "redis://10.0.0.5:6379/0"
+
+
+def test_old_pipeline_environment_says_it_is_now_queue(monkeypatch) -> None:
+    """pydantic-settings would ignore it silently (and fall back to another broker)."""
+    monkeypatch.setenv("PACS_GATEWAY_PIPELINE__BROKER_URL", "redis://10.0.0.5:6379/0")
+    with pytest.raises(SettingsError) as error:
+        load_settings(None)
+    assert RENAMED in str(error.value)
+    assert "PACS_GATEWAY_PIPELINE__BROKER_URL" in str(error.value)
+    monkeypatch.delenv("PACS_GATEWAY_PIPELINE__BROKER_URL")
+    monkeypatch.setenv("PACS_GATEWAY_QUEUE__BROKER_URL", "redis://10.0.0.5:6379/0")
+    assert load_settings(None).queue.broker_url == "redis://10.0.0.5:6379/0"

@@ -43,7 +43,7 @@ def web_settings(data_dir: Path, database_url: str, **overrides: object) -> Gate
     sections: dict[str, dict[str, object]] = {
         "web": {"session_cookie_secure": False, "probe_timeout_s": 1.0},
         "inference": {"triton_grpc_url": "127.0.0.1:1"},  # nothing listens there
-        "pipeline": {"broker_url": "redis://127.0.0.1:1/0"},
+        "queue": {"broker_url": "redis://127.0.0.1:1/0"},
     }
     for name, values in sections.items():
         values.update(overrides.pop(name, {}))  # type: ignore[call-overload]

@@ -20,7 +20,7 @@ from gateway.models import Delivery, DeliveryState, Job, JobState, Study
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.settings import GatewaySettings
 from workers.inference.findings import Findings, ModelIdentity
-from workers.pipeline.findings_store import save_findings
+from workers.jobs.findings_store import save_findings
 
 PATIENT_NAME = "PHANTOM^7"  # what write_ct_series writes for seed 7
 PATIENT_ID = "PH7"

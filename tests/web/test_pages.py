@@ -436,7 +436,7 @@ def test_readyz_is_ready_when_every_part_answers(
         tmp_path / "data",
         database_url,
         inference={"runner": "onnxruntime"},
-        pipeline={"broker_url": "redis://127.0.0.1:6379/15"},
+        queue={"broker_url": "redis://127.0.0.1:6379/15"},
     )
     response = create_app(settings, engine).test_client().get("/readyz")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -497,10 +497,10 @@ def test_dashboard_says_when_no_worker_answers(
         tmp_path / "data",
         database_url,
         inference={"runner": "onnxruntime"},  # no Triton banner either
-        pipeline={"broker_url": "redis://127.0.0.1:6379/11"},  # a Redis no worker listens on
+        queue={"broker_url": "redis://127.0.0.1:6379/11"},  # a Redis no worker listens on
     )
     client = create_app(settings, engine).test_client()
     assert sign_in(client, "viewer") == 302
     page = _text(client, "/")
-    assert "No pipeline worker answered" in page
+    assert "No worker answered" in page
     assert "Triton:" not in page and "Broker:" not in page

@@ -19,7 +19,7 @@ from gateway.phantom import make_phantom, write_ct_series
 from gateway.web import create_app
 from tests.inference.conftest import start_triton
 from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, sign_in, web_settings
-from workers.inference.pipeline import analyse_series
+from workers.inference.client import analyse_series
 from workers.triton_server import TritonServer
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_models_page_lists_what_triton_serves(
         tmp_path / "data",
         database_url,
         inference={"triton_grpc_url": triton.grpc_url},
-        pipeline={"broker_url": "redis://127.0.0.1:6379/11"},
+        queue={"broker_url": "redis://127.0.0.1:6379/11"},
         web={"probe_timeout_s": 5.0},
     )
     phantom = make_phantom(3, shape=(16, 128, 128), n_nodules=1)

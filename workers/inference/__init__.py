@@ -1,7 +1,8 @@
 """The inference client: series -> volume -> models (Triton or onnxruntime) -> findings.
 
-Names are imported on first use: the gateway settings import `workers.inference.config`,
-and the DICOM listener must not pay for numpy, scipy, onnxruntime and tritonclient.
+Names are imported on first use: importing one name must not pay for numpy, scipy,
+onnxruntime and tritonclient all at once. Its settings are the gateway's
+(`gateway.inference_config.InferenceSettings`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "InferenceSettings": "config",
     "CircuitOpenError": "errors",
     "DeadlineExceededError": "errors",
     "InferenceError": "errors",
@@ -20,8 +20,8 @@ _EXPORTS = {
     "Findings": "findings",
     "ModelIdentity": "findings",
     "NoduleFinding": "findings",
-    "InferenceClient": "pipeline",
-    "analyse_series": "pipeline",
+    "InferenceClient": "client",
+    "analyse_series": "client",
     "ModelRunner": "runners",
     "OnnxRuntimeRunner": "runners",
     "TritonRunner": "runners",

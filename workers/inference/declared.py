@@ -61,6 +61,27 @@ def check_accepted(
             "geometry",
             f"pipeline {pipeline!r} expects a volume (ImageOrientationPatient), found none",
         )
+    if accepts.geometry == "image":
+        check_image_accepted(first, accepts, pipeline)
+
+
+def check_image_accepted(
+    first: pydicom.Dataset, accepts: SeriesSelectionSettings, pipeline: str
+) -> None:
+    """A projection image: one frame, and a view the pipeline takes (not a lateral)."""
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise NotAccepted(
+            "geometry",
+            f"pipeline {pipeline!r} expects one single-frame image, found {frames} frames",
+        )
+    view = str(first.get("ViewPosition", "") or "").strip().upper()
+    wanted = [v.upper() for v in accepts.view_positions]
+    if wanted and view and view not in wanted:
+        raise NotAccepted(
+            "view_position",
+            f"pipeline {pipeline!r} expects ViewPosition in {wanted}, found {view!r}",
+        )
 
 
 def grid_spacing(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.inference_config import InferenceSettings
 from gateway.pipelines.description import Classification, PipelineDescription
 from gateway.pipelines.findings import (
     ImageFinding,
@@ -22,9 +23,9 @@ from gateway.pipelines.findings import (
     SegmentFinding,
 )
 from gateway.pipelines.measure import measure_segment
-from workers.inference.config import InferenceSettings
+from workers.inference.client import infer_batched
 from workers.inference.declared import grid_spacing, model_spec, to_grid
-from workers.inference.pipeline import infer_batched
+from workers.inference.errors import PermanentInferenceError
 from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, make_runner
 from workers.inference.series import Volume, read_series
@@ -74,6 +75,11 @@ class DescribedAnalyser:
     def _run(self, key: str, volume: Volume, deadline: Deadline) -> NDArray[np.float32]:
         model = self.description.model(key)
         p = model.preprocess
+        if p.method != "window":
+            raise PermanentInferenceError(
+                f"model {model.name!r}: the generic analyser expects preprocess method "
+                f"'window', found {p.method!r} (a registered analyser's)"
+            )
         x = to_grid(volume.hu, volume.pixel_spacing, p)
         neighbours = p.neighbours if p.context == "2.5d" else 0
         return infer_batched(
@@ -100,7 +106,13 @@ class DescribedAnalyser:
 
     def _segments(self, labels: NDArray[np.uint8], volume: Volume) -> list[SegmentFinding]:
         found: list[SegmentFinding] = []
-        pixel = float(np.mean(volume.pixel_spacing))
+        segmentation = self.description.segmentation
+        resolution = None
+        if segmentation is not None:
+            # the label map is no finer than the grid the model labelled
+            p = self.description.model(segmentation.model).preprocess
+            grid = grid_spacing(p, volume.pixel_spacing, volume.shape[1:])
+            resolution = max(grid, *volume.pixel_spacing)
         for segment in self.description.segments:
             found += measure_segment(
                 labels,
@@ -108,11 +120,13 @@ class DescribedAnalyser:
                 segment.name,
                 segment.measurements,
                 volume.voxel_volume_mm3,
-                pixel,
+                volume.pixel_spacing,
                 volume.index_to_patient,
                 components=segment.components,
                 min_voxels=segment.min_voxels,
                 min_volume_mm3=segment.min_volume_mm3,
+                resolution_mm=resolution,
+                sop_instance_uids=volume.sop_instance_uids,
             )
         return found
 

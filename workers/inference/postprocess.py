@@ -12,6 +12,8 @@ from workers.inference.series import Volume
 
 __all__ = ["MIN_NODULE_VOLUME_MM3", "longest_diameter_mm", "measure_nodules", "nodule_components"]
 
+NODULE_MEASUREMENTS = ("volume", "longest_diameter", "long_axis", "short_axis")
+
 # Smallest reported nodule: a sphere of 3 mm diameter (the pipeline file says the same).
 MIN_NODULE_VOLUME_MM3 = 4.0 / 3.0 * np.pi * 1.5**3
 
@@ -26,20 +28,24 @@ def measure_nodules(
     volume: Volume,
     min_voxels: int = 3,
     min_volume_mm3: float = MIN_NODULE_VOLUME_MM3,
+    resolution_mm: float | None = None,
 ) -> list[NoduleFinding]:
-    """Connected components of the nodule label with volume and longest diameter (see
-    `measure_segment`), largest first."""
+    """Connected components of the nodule label, largest first, with volume, longest
+    diameter and long and short axis (see `measure_segment`). ``resolution_mm``: the grid
+    the label map was made on (the U-Net's 2.4 mm); None for a label map at the pixels."""
     found = measure_segment(
         labels,
         LABEL_NODULE,
         "nodule",
-        ("volume", "longest_diameter"),
+        NODULE_MEASUREMENTS,
         volume.voxel_volume_mm3,
-        float(np.mean(volume.pixel_spacing)),
+        volume.pixel_spacing,
         volume.index_to_patient,
         components=True,
         min_voxels=min_voxels,
         min_volume_mm3=min_volume_mm3,
+        resolution_mm=resolution_mm,
+        sop_instance_uids=volume.sop_instance_uids,
     )
     return [
         NoduleFinding(
@@ -51,6 +57,7 @@ def measure_nodules(
             centroid_index=f.centroid_index,
             slice_range=f.slice_range,
             component_label=f.component_label,
+            axial_axes=f.axial_axes,
         )
         for f in found
     ]

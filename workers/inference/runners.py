@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from workers.inference.config import InferenceSettings
+from gateway.inference_config import InferenceSettings
 from workers.inference.errors import (
     CircuitOpenError,
     DeadlineExceededError,

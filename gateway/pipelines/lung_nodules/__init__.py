@@ -8,7 +8,7 @@ from pathlib import Path
 from gateway.pipelines.registry import Pipeline, file_pipeline
 
 DESCRIPTION_FILE = Path(__file__).resolve().parent / "pipeline.toml"
-ANALYSER = "workers.inference.pipeline:LungNoduleAnalyser"
+ANALYSER = "workers.inference.client:LungNoduleAnalyser"
 
 
 def pipeline() -> Pipeline:

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.findings import (
+    AxialAxes,
     ImageFinding,
     Measurement,
     ModelIdentity,
@@ -47,6 +48,33 @@ class NoduleFinding:
     """First and last sorted slice index (inclusive) that contain the nodule."""
     component_label: int = 0
     """Its label in ``label_components(labels, LABEL_NODULE)``: how results find its voxels."""
+    axial_axes: AxialAxes | None = None
+    """Long and short axis on the axial slice where it is largest, with their end points."""
+
+    @property
+    def long_axis_mm(self) -> float:
+        return 0.0 if self.axial_axes is None else self.axial_axes.long_axis_mm
+
+    @property
+    def short_axis_mm(self) -> float:
+        return 0.0 if self.axial_axes is None else self.axial_axes.short_axis_mm
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        """Mean of long and short axis, to 0.1 mm (Lung-RADS v2022)."""
+        return 0.0 if self.axial_axes is None else self.axial_axes.mean_diameter_mm
+
+    def measured(self) -> dict[str, Measurement]:
+        """Every measurement by its pipeline-file name."""
+        mm = {
+            "longest_diameter": self.longest_diameter_mm,
+            "long_axis": self.long_axis_mm,
+            "short_axis": self.short_axis_mm,
+            "mean_diameter": self.mean_diameter_mm,
+        }
+        found = {"volume": Measurement("volume", self.volume_mm3, "mm3")}
+        found.update({name: Measurement(name, value, "mm") for name, value in mm.items()})
+        return found
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,7 @@ class Findings:
                 )
             )
         for n in self.nodules:
+            measured = n.measured()
             segments.append(
                 SegmentFinding(
                     label=LABEL_NODULE,
@@ -100,13 +129,11 @@ class Findings:
                     index=n.index,
                     component_label=n.component_label,
                     voxel_count=n.voxel_count,
-                    measurements=(
-                        Measurement("volume", n.volume_mm3, "mm3"),
-                        Measurement("longest_diameter", n.longest_diameter_mm, "mm"),
-                    ),
+                    measurements=tuple(measured[name] for name in nodule.measurements),
                     centroid_patient_mm=n.centroid_patient_mm,
                     centroid_index=n.centroid_index,
                     slice_range=n.slice_range,
+                    axial_axes=n.axial_axes,
                 )
             )
         image: tuple[ImageFinding, ...] = ()

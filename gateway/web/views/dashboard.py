@@ -35,7 +35,7 @@ def index() -> str:
     else:
         workers = probes.count_workers(settings)
         if workers == 0:
-            problems.append("No pipeline worker answered: queued jobs will wait.")
+            problems.append("No worker answered: queued jobs will wait.")
     return render_template(
         "dashboard.html",
         counts=counts,

@@ -84,7 +84,7 @@ def metrics() -> Response:
     metric(
         "pacs_gateway_job_stage_seconds_mean",
         "gauge",
-        "Mean seconds per pipeline stage over the most recent 1000 jobs.",
+        "Mean seconds per job stage over the most recent 1000 jobs.",
         [(f'{{stage="{_escape(s)}"}}', v) for s, v in stages.items()],
     )
     metric(

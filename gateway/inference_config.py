@@ -1,4 +1,6 @@
-"""Settings of the inference client (nested in the gateway settings as ``inference``)."""
+"""Settings of inference (the gateway settings' `inference` section): where the models run
+and how the workers call them. Here, not in the workers, because the gateway reads them too
+(the Triton probes, `pacs-gateway triton`)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class InferenceSettings(BaseModel):
     )
     triton_startup_timeout_s: float = Field(default=120.0, gt=0)
     model_repository: Path = Field(
-        default=Path(__file__).resolve().parents[2] / "triton_models",
+        default=Path(__file__).resolve().parents[1] / "triton_models",
         description="Triton model repository (also where the onnxruntime runner reads).",
     )
     segmentation_model: str | None = Field(

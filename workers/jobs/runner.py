@@ -39,8 +39,8 @@ from gateway.results.stored import StoredResult
 from gateway.settings import GatewaySettings
 from workers.inference.declared import check_accepted
 from workers.inference.errors import PermanentInferenceError, TransientInferenceError
-from workers.pipeline.analysers import Analyser, make_analyser
-from workers.pipeline.findings_store import generic, load_findings, save_findings, summarise
+from workers.jobs.analysers import Analyser, make_analyser
+from workers.jobs.findings_store import generic, load_findings, save_findings, summarise
 
 LOGGER = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class JobRunner:
             self._update(job_id, None, last_error=message, stage_seconds={"delivery": delivery_s})
             return JobOutcome(
                 JobState.RESULTS_BUILT,
-                retry_in_s=max(1.0, min(wait, self.settings.pipeline.retry_backoff_max_s)),
+                retry_in_s=max(1.0, min(wait, self.settings.queue.retry_backoff_max_s)),
                 message=message,
             )
         now = utcnow()

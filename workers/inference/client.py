@@ -1,5 +1,6 @@
-"""The lung nodule pipeline's analyser: one series through both models (read, preprocess,
-infer, postprocess). Model names, tensors, grids and window come from its pipeline file."""
+"""The inference client of the lung nodule pipeline: one series through both models (read,
+preprocess, infer, postprocess). Model names, tensors, grids and window come from its
+pipeline file; `infer_batched` is shared with the generic analyser."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.inference_config import InferenceSettings
 from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.lung_nodules.findings import lung_nodules_description
-from workers.inference.config import InferenceSettings
 from workers.inference.declared import model_spec, neighbour_stack, to_grid
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, Findings, ModelIdentity
 from workers.inference.postprocess import measure_nodules
@@ -132,7 +133,9 @@ class InferenceClient:
             spacing_mm=seg_pre.spacing_mm,
         )
         nodule = self.description.segment(LABEL_NODULE)
-        nodules = measure_nodules(labels, volume, nodule.min_voxels, nodule.min_volume_mm3)
+        nodules = measure_nodules(
+            labels, volume, nodule.min_voxels, nodule.min_volume_mm3, seg_pre.spacing_mm
+        )
         lung_volume = float(np.count_nonzero(labels == LABEL_LUNG)) * volume.voxel_volume_mm3
         timings["postprocess"] = time.perf_counter() - t
         probability = float(slice_probs.max()) if len(slice_probs) else 0.0

@@ -1,4 +1,5 @@
-"""Settings of the pipeline: broker, workers, retries (nested in the gateway settings)."""
+"""Settings of the job queue: broker, workers, time limits, retries (the gateway settings'
+`queue` section). Shared ground: the router sends to the queue, the workers take from it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Self
 from pydantic import BaseModel, Field, model_validator
 
 
-class PipelineSettings(BaseModel):
+class QueueSettings(BaseModel):
+    """The Celery broker and workers, task time limits and retries, the router's pace."""
+
     broker_url: str | None = Field(
         default=None,
         description="Celery broker. None: Redis on 127.0.0.1:6379 when reachable, else an "

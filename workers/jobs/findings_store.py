@@ -16,6 +16,7 @@ from gateway.pipelines.findings import (
     Measurement,
     ModelIdentity,
     PipelineFindings,
+    PointFinding,
     SegmentFinding,
 )
 from gateway.results.declared import ConvertibleFindings
@@ -46,6 +47,7 @@ def save_findings(findings: PipelineFindings | ConvertibleFindings, path: Path) 
         "frame_of_reference_uid": g.frame_of_reference_uid,
         "segments": [asdict(s) for s in g.segments],
         "image_findings": [asdict(f) for f in g.image_findings],
+        "point_findings": [asdict(f) for f in g.point_findings],
         "models": [asdict(m) for m in g.models],
         "runner": g.runner,
         "timings_s": g.timings_s,
@@ -83,6 +85,7 @@ def load_findings(path: Path) -> PipelineFindings:
         models=tuple(ModelIdentity(**m) for m in meta["models"]),
         runner=meta["runner"],
         timings_s=dict(meta["timings_s"]),
+        point_findings=tuple(PointFinding(**f) for f in meta.get("point_findings", [])),
     )
 
 
@@ -119,6 +122,15 @@ def summarise(findings: PipelineFindings | ConvertibleFindings) -> dict[str, obj
         "image_findings": [
             {"name": f.name, "probability": round(f.probability, 4), "present": f.present}
             for f in findings.image_findings
+        ],
+        "point_findings": [
+            {
+                "finding": f.key,
+                "row": round(f.row, 1),
+                "column": round(f.column, 1),
+                "probability": round(f.probability, 4),
+            }
+            for f in findings.point_findings
         ],
         "models": [m.identity for m in findings.models],
         "runner": findings.runner,
