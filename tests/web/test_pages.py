@@ -374,6 +374,9 @@ def test_destination_tests_echo_and_http_are_shown_and_audited(
 def test_models_page_says_when_triton_is_unreachable(client_as: Client) -> None:
     page = _text(client_as("viewer"), "/models")
     assert "Triton is unreachable" in page and "127.0.0.1:1" in page
+    # Every registered pipeline is listed, its models' state unknown without Triton.
+    assert 'id="pipelines"' in page and "lung_nodules" in page
+    assert "lung_nodule_unet" in page and "(unknown)" in page
 
 
 def test_admin_manages_users_and_keeps_one_admin(

@@ -61,6 +61,9 @@ def test_models_page_lists_what_triton_serves(
         assert row.startswith("<td>1</td><td>READY</td><td>yes</td>"), row
         inferences, latency = row.split("<td>")[4], row.split("<td>")[-1]
         assert int(inferences.split("<")[0]) >= 1 and float(latency.split("<")[0]) > 0, row
+    pipelines = page.split('id="pipelines"')[1]
+    lung = pipelines.split("<td>lung_nodules</td>")[1].split("</tr>")[0]
+    assert "lung_nodule_unet:1 (served)" in lung and "nodule_cnn:1 (served)" in lung, lung
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.get_data(as_text=True)
     assert "triton: ok" in ready.get_data(as_text=True)

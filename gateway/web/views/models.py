@@ -1,6 +1,9 @@
-"""What Triton serves: each model's version, readiness, inference count and mean latency."""
+"""What Triton serves (each model's version, readiness, inference count and mean latency),
+and the registered pipelines with whether Triton serves each of their models."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from flask import Blueprint, render_template
 
@@ -27,6 +30,42 @@ def index() -> str:
             models = probes.triton_models(settings)
         except probes.ProbeError as exc:
             problem = f"Triton is unreachable: {exc}"
+    ready = {(m.name, m.version) for m in models if m.ready}
+    pipelines = [
+        PipelineRow(
+            name=p.description.name,
+            version=p.description.version,
+            title=p.description.title,
+            origin=p.origin,
+            models=[
+                (
+                    m.identity,
+                    "unknown"
+                    if problem
+                    else (
+                        "served"
+                        if any(n == m.name and (not m.version or v == m.version) for n, v in ready)
+                        else "not served"
+                    ),
+                )
+                for m in p.description.models
+            ],
+        )
+        for p in settings.pipeline_registry()
+    ]
     return render_template(
-        "models.html", models=models, problem=problem, url=settings.inference.triton_grpc_url
+        "models.html",
+        models=models,
+        problem=problem,
+        url=settings.inference.triton_grpc_url,
+        pipelines=pipelines,
     )
+
+
+@dataclass(frozen=True)
+class PipelineRow:
+    name: str
+    version: str
+    title: str
+    origin: str
+    models: list[tuple[str, str]]  # (identity, served / not served / unknown)
