@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds to wait for the results (default: quiet period + 600)",
     )
+    selftest.add_argument(
+        "--modality",
+        choices=("CT", "DX"),
+        default="CT",
+        help="CT: a chest CT phantom (lung_nodules: SEG and SR); DX: a chest radiograph "
+        "(chest_xray_nodule: SR); a rule must route it",
+    )
     for name, text in (
         ("retry-job", "queue a failed or cancelled job again"),
         ("cancel-job", "cancel an unfinished job"),
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "selftest":
         from gateway.selftest import run_selftest
 
-        return run_selftest(settings, args.timeout)
+        return run_selftest(settings, args.timeout, args.modality)
     if args.command in ("migrate", "run"):
         from gateway import migrate
 

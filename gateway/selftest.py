@@ -2,7 +2,8 @@
 
 Sends the study by C-STORE, receives the SEG and SR at the destination named `selftest`
 (this command is that destination, a Storage SCP on its host and port), checks them and
-prints how long each stage took."""
+prints how long each stage took. `--modality DX` sends a chest radiograph with a nodule
+instead (a rule must route DX to `chest_xray_nodule`) and checks its SR (no SEG)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from typing import Any
 import highdicom as hd
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
     SegmentationStorage,
 )
 from sqlalchemy import select
@@ -28,10 +31,14 @@ from gateway.database import make_engine
 from gateway.delivery.config import DicomDestination
 from gateway.models import TERMINAL_JOB_STATES, Job, Study
 from gateway.phantom import make_phantom, write_ct_series
+from gateway.phantom.radiograph import make_radiograph
+from gateway.phantom.radiograph_dicom import write_radiograph
 from gateway.settings import GatewaySettings
 
 SELFTEST_DESTINATION = "selftest"
 SELFTEST_AE = "SELFTEST"
+SELFTEST_RADIOGRAPH_SEED = 15100
+"""A radiograph whose nodule the chest_xray_nodule model finds (its card's check seeds)."""
 STAGES = ("queue_wait", "load_preprocess", "inference", "postprocess", "results_build", "delivery")
 
 
@@ -49,9 +56,11 @@ def _destination(settings: GatewaySettings) -> DicomDestination:
     )
 
 
-def _send_study(settings: GatewaySettings, paths: list[Path]) -> None:
+def _send_study(
+    settings: GatewaySettings, paths: list[Path], sop_class: str = CTImageStorage
+) -> None:
     ae = AE(ae_title=SELFTEST_AE)
-    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(sop_class)
     host = "127.0.0.1" if settings.dicom.host in ("0.0.0.0", "::") else settings.dicom.host
     assoc = ae.associate(host, settings.dicom.port, ae_title=settings.dicom.ae_title)
     if not assoc.is_established:
@@ -70,9 +79,11 @@ def _send_study(settings: GatewaySettings, paths: list[Path]) -> None:
         assoc.release()
 
 
-def run_selftest(settings: GatewaySettings, timeout_s: float | None = None) -> int:
+def run_selftest(
+    settings: GatewaySettings, timeout_s: float | None = None, modality: str = "CT"
+) -> int:
     try:
-        report = selftest(settings, timeout_s)
+        report = selftest(settings, timeout_s, modality)
     except SelftestFailed as exc:
         print(f"selftest FAILED: {exc}")
         return 1
@@ -82,7 +93,9 @@ def run_selftest(settings: GatewaySettings, timeout_s: float | None = None) -> i
     return 0
 
 
-def selftest(settings: GatewaySettings, timeout_s: float | None = None) -> list[str]:
+def selftest(
+    settings: GatewaySettings, timeout_s: float | None = None, modality: str = "CT"
+) -> list[str]:
     destination = _destination(settings)
     received: queue.Queue[Dataset] = queue.Queue()
 
@@ -101,6 +114,14 @@ def selftest(settings: GatewaySettings, timeout_s: float | None = None) -> list[
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
     assert server is not None  # block=False returns the server
+    if modality == "DX":
+        try:
+            return _selftest_radiograph(settings, received, timeout_s)
+        finally:
+            server.shutdown()
+    if modality != "CT":
+        server.shutdown()
+        raise SelftestFailed(f"expected modality CT or DX, found {modality!r}")
     try:
         with tempfile.TemporaryDirectory(prefix="pacs-gateway-selftest-") as tmp:
             phantom = make_phantom(
@@ -142,15 +163,55 @@ def selftest(settings: GatewaySettings, timeout_s: float | None = None) -> list[
     return report
 
 
+def _selftest_radiograph(
+    settings: GatewaySettings, received: queue.Queue[Dataset], timeout_s: float | None
+) -> list[str]:
+    """A PA chest radiograph with one nodule as a DX study: its SR (no SEG) must say
+    Present and draw at least one region on the image."""
+    with tempfile.TemporaryDirectory(prefix="pacs-gateway-selftest-") as tmp:
+        radiograph = make_radiograph(
+            SELFTEST_RADIOGRAPH_SEED,
+            view_position="PA",
+            n_nodules=1,
+            nodule_diameter_mm=(16.0, 24.0),
+            long_side_px=1000,
+        )
+        path = write_radiograph(radiograph, Path(tmp) / "dx.dcm", modality="DX")
+        study_uid = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+        started = time.monotonic()
+        _send_study(settings, [path], DigitalXRayImageStorageForPresentation)
+        limit = timeout_s or settings.assembly.quiet_period_s + 600
+        sr = _wait_for_results(received, study_uid, started + limit, ("SR",))["SR"]
+        total_s = time.monotonic() - started
+    regions = sr.content.get_planar_roi_measurement_groups()
+    images = sr.content.get_image_measurement_groups()
+    evaluations = [e.value for g in images for e in g.get_qualitative_evaluations()]
+    if evaluations != [codes.SCT.Present] or not regions:
+        raise SelftestFailed(
+            f"expected the nodule Present with a region on the radiograph, found "
+            f"{[e.meaning for e in evaluations]} and {len(regions)} region(s)"
+        )
+    report = [
+        f"study {study_uid}: 1 DX image sent",
+        f"SR ({len(regions)} region(s) on the radiograph) received {total_s:.1f} s after the "
+        "image was sent",
+    ]
+    return report + _stage_report(settings, study_uid)
+
+
 def _wait_for_results(
-    received: queue.Queue[Dataset], study_uid: str, deadline: float
+    received: queue.Queue[Dataset],
+    study_uid: str,
+    deadline: float,
+    wanted: tuple[str, ...] = ("SEG", "SR"),
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    while set(found) != {"SEG", "SR"}:
+    while set(found) != set(wanted):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SelftestFailed(
-                f"expected a SEG and an SR for the study, found {sorted(found) or 'nothing'} "
+                f"expected {' and '.join(wanted)} for the study, found "
+                f"{sorted(found) or 'nothing'} "
                 "before the deadline (see `pacs-gateway jobs` and the gateway log)"
             )
         try:

@@ -159,7 +159,12 @@ def settings_environment(settings: GatewaySettings) -> dict[str, str]:
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    for key, value in settings.model_dump(mode="json").items():
+    dumped = settings.model_dump(mode="json")
+    # Only the fields set explicitly apply over each pipeline's own selection: keep them so.
+    dumped["routing"]["series_selection"] = settings.routing.series_selection.model_dump(
+        mode="json", exclude_unset=True
+    )
+    for key, value in dumped.items():
         if value is not None:
             env[f"{ENV_PREFIX}{key.upper()}"] = (
                 value if isinstance(value, str) else json.dumps(value)

@@ -32,7 +32,7 @@ class CodeDescription(_Strict):
 class Accepts(_Strict):
     """Which series the pipeline accepts, and how it picks one among a rule's selection:
     the thinnest qualifying series (unknown thickness last), then more slices, then the lower
-    series number."""
+    series number; images: the first of `view_positions` first."""
 
     modalities: list[str] = Field(
         min_length=1, description="Modality values accepted (upper case), e.g. ['CT']."

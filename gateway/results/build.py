@@ -51,7 +51,9 @@ def build_results(
     Raises UnsupportedSeries with a reason code for a series a SEG cannot describe."""
     item = declared(findings, description)
     generic, description = item.findings, item.description
-    source = order_source_series(source_datasets, generic.sop_instance_uids)
+    source = order_source_series(
+        source_datasets, generic.sop_instance_uids, description.accepts.geometry
+    )
     uids = uids or ResultUIDs.for_findings(generic)
     seg = build_segmentation(source, generic, uids, settings, description)
     sr = build_measurement_report(source, generic, seg, uids, settings, description)

@@ -1,6 +1,6 @@
 """Findings to a Comprehensive 3D SR with a TID 1500 Measurement Report (highdicom): one
-volumetric group per reported segment finding, one group per image-level finding, as the
-pipeline declares them."""
+volumetric group per reported segment finding, one group per image-level finding, one planar
+group per localised finding on a projection image, as the pipeline declares them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from gateway.pipelines.description import PipelineDescription
-from gateway.pipelines.findings import ImageFinding, PipelineFindings, SegmentFinding
+from gateway.pipelines.findings import (
+    ImageFinding,
+    PipelineFindings,
+    PointFinding,
+    SegmentFinding,
+)
 from gateway.results import codes
 from gateway.results.config import ResultsSettings
 from gateway.results.declared import ConvertibleFindings, DeclaredFindings, code, declared
@@ -178,6 +183,54 @@ def _image_group(
     )
 
 
+def _point_group(
+    point: PointFinding, source: SourceSeries, item: DeclaredFindings, uids: ResultUIDs
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A localised finding on a projection image (TID 1410): a circle of the declared nominal
+    radius around its point (SCOORD CIRCLE on the image, pixel coordinates), its probability,
+    and its finding code, so viewers draw it on the radiograph."""
+    localisation = item.description.localisation
+    assert localisation is not None and localisation.name == point.name
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in source.datasets}
+    image = by_uid.get(point.sop_instance_uid)
+    if image is None:
+        raise ValueError(
+            f"finding {point.key}: expected its image {point.sop_instance_uid} among the "
+            f"source images, found {sorted(by_uid)}"
+        )
+    algorithm = sr_algorithm(model_of(item, localisation.model))
+    # SCOORD pixel coordinates are (column, row) with 0.0 at the top left corner of the top
+    # left pixel; the finding's row and column count from that pixel's centre.
+    x, y = point.column + 0.5, point.row + 0.5
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
+        graphic_data=np.array([[x, y], [x + point.radius_px, y]], dtype=np.float64),
+        source_image=hd.sr.SourceImageForRegion(str(image.SOPClassUID), point.sop_instance_uid),
+    )
+    site = localisation.finding_site
+    finding_code = code(localisation.finding)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uids.tracking(point.key), identifier=f"{localisation.title} {point.index}"
+        ),
+        referenced_region=region,
+        finding_type=finding_code,
+        finding_sites=None if site is None else [hd.sr.FindingSite(anatomic_location=code(site))],
+        algorithm_id=algorithm,
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.PROBABILITY,
+                value=round(point.probability, 4),
+                unit=codes.NO_UNITS,
+                algorithm_id=algorithm,
+            )
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=finding_code, value=codes.PRESENT)
+        ],
+    )
+
+
 def build_measurement_report(
     source: SourceSeries,
     findings: PipelineFindings | ConvertibleFindings,
@@ -189,6 +242,7 @@ def build_measurement_report(
     item = declared(findings, description)
     groups: list[
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
     evidence: list[Dataset] = list(source.datasets)
@@ -203,6 +257,7 @@ def build_measurement_report(
                 if axes is not None:
                     groups.append(axes)
     groups.extend(_image_group(f, item, uids) for f in item.findings.image_findings)
+    groups.extend(_point_group(p, source, item, uids) for p in item.findings.point_findings)
     report = item.description.report
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(uids, settings),

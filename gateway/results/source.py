@@ -7,6 +7,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pydicom
@@ -52,10 +53,16 @@ def read_source_series(paths: Iterable[Path | str]) -> list[Dataset]:
 
 
 def order_source_series(
-    datasets: Sequence[Dataset], sop_instance_uids: Sequence[str]
+    datasets: Sequence[Dataset],
+    sop_instance_uids: Sequence[str],
+    geometry: Literal["volume", "image"] = "volume",
 ) -> SourceSeries:
-    """Check the series and put it in the order of `sop_instance_uids` (the label slices)."""
-    check_source_series(datasets)
+    """Check the series and put it in the order of `sop_instance_uids` (the label slices).
+    A projection image ('image') needs no patient geometry: its SR points at its pixels."""
+    if geometry == "image":
+        check_source_images(datasets)
+    else:
+        check_source_series(datasets)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in datasets}
     missing = [uid for uid in sop_instance_uids if uid not in by_uid]
     if missing or len(sop_instance_uids) != len(by_uid):
@@ -67,18 +74,33 @@ def order_source_series(
     return SourceSeries(tuple(by_uid[uid] for uid in sop_instance_uids))
 
 
-def check_source_series(datasets: Sequence[Dataset]) -> None:
-    """Raise UnsupportedSeries unless the images form one cross-sectional series with a
-    frame of reference, one orientation and size, and distinct slice positions."""
+def check_source_images(datasets: Sequence[Dataset]) -> None:
+    """Raise UnsupportedSeries unless the images are single-frame images of one series."""
     if not datasets:
         raise UnsupportedSeries(UnsupportedReason.NO_IMAGES, "expected images, found none")
-    first = datasets[0]
+    _check_one_series(datasets)
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+        raise UnsupportedSeries(
+            UnsupportedReason.MULTI_FRAME, "expected single-frame images, found multi-frame"
+        )
+
+
+def _check_one_series(datasets: Sequence[Dataset]) -> None:
     for key in ("StudyInstanceUID", "SeriesInstanceUID"):
         values = {str(ds.get(key, "")) for ds in datasets}
         if len(values) != 1:
             raise UnsupportedSeries(
                 UnsupportedReason.MIXED_SERIES, f"expected one {key}, found {len(values)}"
             )
+
+
+def check_source_series(datasets: Sequence[Dataset]) -> None:
+    """Raise UnsupportedSeries unless the images form one cross-sectional series with a
+    frame of reference, one orientation and size, and distinct slice positions."""
+    if not datasets:
+        raise UnsupportedSeries(UnsupportedReason.NO_IMAGES, "expected images, found none")
+    first = datasets[0]
+    _check_one_series(datasets)
     if not all(ds.get("FrameOfReferenceUID") for ds in datasets):
         raise UnsupportedSeries(
             UnsupportedReason.NO_FRAME_OF_REFERENCE,

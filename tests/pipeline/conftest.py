@@ -103,16 +103,19 @@ def pipeline_settings(
         settings.data_dir,
         settings.sqlalchemy_url,
         destinations=destinations,
-        routing={
-            "rules": [
-                {
-                    "name": "chest-ct",
-                    "conditions": [{"attribute": "modality", "value": "CT"}],
-                    "pipeline": "lung_nodules",
-                }
-            ],
-            "series_selection": {"min_slices": 4},
-        },
+        routing=overrides.pop(
+            "routing",
+            {
+                "rules": [
+                    {
+                        "name": "chest-ct",
+                        "conditions": [{"attribute": "modality", "value": "CT"}],
+                        "pipeline": "lung_nodules",
+                    }
+                ],
+                "series_selection": {"min_slices": 4},
+            },
+        ),
         queue={
             "broker_url": redis_url,
             "worker_concurrency": 1,

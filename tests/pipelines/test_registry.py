@@ -74,9 +74,10 @@ def test_rules_and_the_rule_editor_name_registered_pipelines_only(tmp_path: Path
     rule = {"name": "liver", "pipeline": "liver_segmentation"}
     with pytest.raises(SettingsError) as caught:
         load_settings(None, data_dir=tmp_path, routing={"rules": [rule]})
-    assert "expected a registered pipeline ['lung_nodules'], found 'liver_segmentation'" in str(
-        caught.value
-    )
+    assert (
+        "expected a registered pipeline ['chest_xray_nodule', 'lung_nodules'], "
+        "found 'liver_segmentation'"
+    ) in str(caught.value)
     with pytest.raises(RuleEditError) as edited:
         validate_rule(rule, [], ["lung_nodules"])
     assert "found 'liver_segmentation'" in str(edited.value)
