@@ -161,26 +161,40 @@ class StudyRouter:
                 self.settings.routing.series_selection
             ),
         )
+        failure: str | None = None
+        now = utcnow()
         if choice.series_instance_uid is None:
             details = "; ".join((choice.reason, *choice.rejected))
-            return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {details}")
-        now = utcnow()
-        series_uid = choice.series_instance_uid
-        completeness_settings = self.settings.routing.series_completeness
-        completeness = check_series_completeness(connection, series_uid, completeness_settings)
-        failure: str | None = None
-        if not completeness.complete:
-            hold_s = completeness_settings.hold_s
-            if hold_s > 0 and not overdue:
-                hold_study(
-                    connection, study_id, study_uid, series_uid, completeness.reason, hold_s, now
-                )
-                LOGGER.info("study %s held: %s", study_uid, completeness.reason)
-                return []
-            waited = f"; no instance filled it within {hold_s:g} s" if hold_s > 0 else ""
-            failure = f"incomplete series {series_uid}: {completeness.reason}{waited}"
+            if choice.code is None or choice.closest_series_uid is None:
+                return self._not_routed(connection, study_uid, f"rule {rule.name!r}: {details}")
+            # The rule chose this pipeline, but it cannot take any series of the study: a
+            # failed job with the reason code, visible and retryable by an operator once
+            # the right series is there, never retried by itself.
+            series_uid = choice.closest_series_uid
+            failure = f"{choice.code}: rule {rule.name!r}, pipeline {rule.pipeline!r}: {details}"
         else:
-            end_hold(connection, study_id, study_uid, series_uid, now)
+            series_uid = choice.series_instance_uid
+        if failure is None:
+            completeness_settings = self.settings.routing.series_completeness
+            completeness = check_series_completeness(connection, series_uid, completeness_settings)
+            if not completeness.complete:
+                hold_s = completeness_settings.hold_s
+                if hold_s > 0 and not overdue:
+                    hold_study(
+                        connection,
+                        study_id,
+                        study_uid,
+                        series_uid,
+                        completeness.reason,
+                        hold_s,
+                        now,
+                    )
+                    LOGGER.info("study %s held: %s", study_uid, completeness.reason)
+                    return []
+                waited = f"; no instance filled it within {hold_s:g} s" if hold_s > 0 else ""
+                failure = f"incomplete series {series_uid}: {completeness.reason}{waited}"
+            else:
+                end_hold(connection, study_id, study_uid, series_uid, now)
         destinations = (
             list(rule.destinations)
             if rule.destinations is not None
@@ -197,7 +211,7 @@ class StudyRouter:
                 rule_name=rule.name,
                 pipeline=rule.pipeline,
                 model_key=key,
-                series_instance_uid=choice.series_instance_uid,
+                series_instance_uid=series_uid,
                 destinations=destinations,
                 priority=rule.priority.value,
                 state=JobState.QUEUED if failure is None else JobState.FAILED,
@@ -217,7 +231,7 @@ class StudyRouter:
                 AuditKind.STUDY_ROUTED,
                 actor="router",
                 study_instance_uid=study_uid,
-                detail={"rule": rule.name, "series": choice.series_instance_uid},
+                detail={"rule": rule.name, "series": series_uid},
                 occurred_at=now,
             ),
             audit_row(

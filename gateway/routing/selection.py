@@ -29,6 +29,11 @@ class SeriesChoice:
     series_instance_uid: str | None  # None when no series qualifies
     reason: str  # why this series was chosen, or why none was
     rejected: tuple[str, ...]  # one reason per candidate that did not qualify
+    # When none qualifies: the stable reason code of the best-ranked candidate's problem
+    # ("not_accepted.modality", ".slice_count", ".geometry", ".view_position",
+    # ".unreadable"), and that candidate, which the failed job names.
+    code: str | None = None
+    closest_series_uid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,14 @@ def _view_position(
     return None, list(wanted).index(view)
 
 
+def _rejection_code(candidate: _Candidate, settings: SeriesSelectionSettings) -> str:
+    """The code of what `_rejection` finds first (the same order of checks)."""
+    allowed = [m.strip().upper() for m in settings.modalities]
+    if (candidate.modality or "").strip().upper() not in allowed:
+        return "modality"
+    return "slice_count"
+
+
 def _rejection(candidate: _Candidate, settings: SeriesSelectionSettings) -> str | None:
     allowed = [m.strip().upper() for m in settings.modalities]
     modality = (candidate.modality or "").strip().upper()
@@ -179,18 +192,24 @@ def select_series(
     ]
     qualifying: list[_Candidate] = []
     preference: dict[str, int] = {}
+    closest: tuple[str, str] | None = None  # (code, series) of the best-ranked rejection
     wanted = [v.strip().upper() for v in settings.view_positions]
     for candidate in sorted(candidates, key=_Candidate.rank):
-        problem = _rejection(candidate, settings)
+        problem, code = _rejection(candidate, settings), _rejection_code(candidate, settings)
         if problem is None and settings.geometry == "volume":
             problem = _axial_problem(connection, spool_dir, candidate, settings.axial_tolerance_deg)
+            code = "geometry"
         if problem is None and settings.geometry == "image":
             problem, preference[candidate.uid] = _view_position(
                 connection, spool_dir, candidate, wanted
             )
+            code = "view_position"
         if problem is None:
             qualifying.append(candidate)
         else:
+            if problem.startswith(("header of", "no stored instance")):
+                code = "unreadable"
+            closest = closest or (f"not_accepted.{code}", candidate.uid)
             rejected.append(f"{candidate.label}: {problem}")
     # images: the preferred view first (stable: the rank decides among equals)
     qualifying.sort(key=lambda c: preference.get(c.uid, 0))
@@ -202,6 +221,8 @@ def select_series(
             f"{settings.max_slices} instances"
             f"{', axial' if settings.geometry == 'volume' else ''})",
             tuple(rejected),
+            code=closest[0] if closest else None,
+            closest_series_uid=closest[1] if closest else None,
         )
     best = qualifying[0]  # candidates were ranked before the checks
     thickness = "unknown" if best.slice_thickness is None else f"{best.slice_thickness:g} mm"

@@ -106,11 +106,18 @@ def test_not_routed_studies_say_why(
     router = StudyRouter(settings, engine, Sent())
     router.seed()
     complete_all(engine)
-    assert router.route_complete_studies() == []
+    (failed_job,) = router.route_complete_studies()
     (reason,) = audit(engine, mr.study_uid, "study.not_routed")
     assert "no enabled rule matched" in str(reason["reason"])
-    (reason,) = audit(engine, short.study_uid, "study.not_routed")
-    assert "min_slices 4" in str(reason["reason"])
+    # A rule matched but its pipeline takes no series of the study: a job failed at once
+    # with the reason code (visible, never retried by itself), not a silent skip.
+    with engine.connect() as connection:
+        job = connection.execute(select(Job).where(Job.id == failed_job)).one()
+    assert (job.study_instance_uid, job.state) == (short.study_uid, JobState.FAILED)
+    assert job.last_error.startswith("not_accepted.slice_count: rule 'chest-ct'"), job.last_error
+    assert "min_slices 4" in job.last_error
+    (event,) = audit(engine, short.study_uid, "job.failed")
+    assert str(event["reason"]).startswith("not_accepted.slice_count")
 
 
 def test_urgent_jobs_are_sent_first_and_lost_messages_again(

@@ -81,7 +81,7 @@ def test_orthanc_to_gateway_to_orthanc(
     assert_received_once(pacs, study_uid)
     (job,) = jobs(pipeline.engine)
     assert job.state == JobState.DELIVERED, job.last_error
-    assert job.attempts == 1
+    assert job.attempts == 1, f"retried: {job.last_error}\n{pipeline.logs()}"
     for stage in ("queue_wait", "load_preprocess", "inference", "results_build", "delivery"):
         assert stage in job.stage_seconds, job.stage_seconds
 

@@ -109,8 +109,9 @@ def test_the_router_passes_over_a_series_of_the_wrong_kind_with_the_reason(
     engine: Engine,
     tmp_path: Path,
 ) -> None:
-    """A rule sending DX to the CT pipeline, one sending CT to the radiograph pipeline: no
-    job, the study not routed with the reason; a frontal DX to its pipeline: one job."""
+    """A rule sending DX to the CT pipeline, one sending CT to the radiograph pipeline: a
+    job failed at once with the reason code, never sent; a frontal DX to its pipeline: one
+    queued job."""
     rules = [
         {
             "name": "dx-to-ct",
@@ -147,16 +148,27 @@ def test_the_router_passes_over_a_series_of_the_wrong_kind_with_the_reason(
     router = StudyRouter(configured, engine, Sent())
     router.seed()
     complete_all(engine)
-    (job_id,) = router.route_complete_studies()
-    (reason,) = audit(engine, f"{STUDY_UID}.1", "study.not_routed")
-    assert "modality 'DX', not in ['CT']" in str(reason["reason"]), reason
-    ct_uid = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
-    (reason,) = audit(engine, ct_uid, "study.not_routed")
-    assert "modality 'CT', not in ['DX', 'CR']" in str(reason["reason"]), reason
+    sent = router.send
+    made = router.route_complete_studies()
+    assert len(made) == 3
     with engine.connect() as connection:
-        job = connection.execute(select(Job).where(Job.id == job_id)).one()
-    assert job.pipeline == "chest_xray_nodule" and job.study_instance_uid == STUDY_UID
+        jobs = {j.study_instance_uid: j for j in connection.execute(select(Job)).all()}
+    wrong_job = jobs[f"{STUDY_UID}.1"]
+    assert wrong_job.state == JobState.FAILED and wrong_job.pipeline == "lung_nodules"
+    assert wrong_job.last_error.startswith("not_accepted.modality: rule 'dx-to-ct'")
+    assert "modality 'DX', not in ['CT']" in wrong_job.last_error
+    ct_uid = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
+    ct_job = jobs[ct_uid]
+    assert ct_job.state == JobState.FAILED and ct_job.pipeline == "chest_xray_nodule"
+    assert "modality 'CT', not in ['DX', 'CR']" in ct_job.last_error
+    assert ct_job.last_error.startswith("not_accepted.modality")
+    (failed,) = audit(engine, ct_uid, "job.failed")
+    assert str(failed["reason"]).startswith("not_accepted.modality")
+    job = jobs[STUDY_UID]
+    assert job.state == JobState.QUEUED and job.pipeline == "chest_xray_nodule"
     assert job.series_instance_uid == str(pydicom.dcmread(right).SeriesInstanceUID)
+    router.dispatch_queued()  # only the queued job goes to the broker, never a failed one
+    assert [job_id for job_id, _priority in sent] == [job.id]
 
 
 def _study(description: str) -> dict[str, str]:
