@@ -1,5 +1,7 @@
-"""A preview picture of a job: key slices of its source series with the segmentation
-overlaid in the colours its pipeline declares, drawn server-side with numpy and Pillow."""
+"""A preview picture of a job, drawn server-side with numpy and Pillow from what its pipeline
+declares: for a volume pipeline, key slices of the source series with the segmentation
+overlaid in the declared colours; for an image pipeline (a radiograph), the source image with
+a circle per localised finding."""
 
 from __future__ import annotations
 
@@ -12,16 +14,25 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageDraw
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine, select
 
 from gateway.models import Instance
 from gateway.pipelines.description import PipelineDescription
+from gateway.pipelines.findings import PointFinding
 from gateway.settings import GatewaySettings
 
 PANEL = 256
 # Findings files written before pipelines were named in them are the lung nodule pipeline's.
 DEFAULT_PIPELINE = "lung_nodules"
+# Localised findings when the description declares no colour for them: the red of findings.
+DEFAULT_LOCALISATION_COLOUR = (255, 48, 48)
+# A radiograph without a VOI window of its own: these percentiles of its pixels become black
+# and white, as the chest_xray_nodule model card's preprocessing scales them.
+RADIOGRAPH_PERCENTILES = (1.0, 99.0)
+MIN_CIRCLE_RADIUS = 3.0
+"""Preview pixels: a circle stays visible however large the image."""
 
 
 class NoPreview(Exception):
@@ -117,6 +128,114 @@ def _panel(
     return image.resize(size, Image.Resampling.BILINEAR)
 
 
+def localisation_colour(description: PipelineDescription) -> tuple[int, int, int]:
+    """The colour declared for the localisation, else the default (pipeline files declare
+    colours only for segments today)."""
+    colour = getattr(description.localisation, "colour", None)
+    if colour is None:
+        return DEFAULT_LOCALISATION_COLOUR
+    red, green, blue = (int(c) for c in colour)
+    return red, green, blue
+
+
+def _voi_window(ds: Dataset) -> tuple[float, float, str] | None:
+    """The image's first VOI window (centre, width, VOI LUT Function), if it has one."""
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    centre, width = ds.WindowCenter, ds.WindowWidth
+    centre = centre[0] if isinstance(centre, Sequence) else centre
+    width = width[0] if isinstance(width, Sequence) else width
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if float(width) <= 0 or (function == "LINEAR" and float(width) < 1):
+        return None
+    return float(centre), float(width), function
+
+
+def radiograph_grey(ds: Dataset) -> NDArray[np.float32]:
+    """Display values in [0, 1] of a projection image: the Modality LUT, then the image's own
+    VOI window (PS3.3 C.11.2.1.2) or, without one, its 1st and 99th percentiles; MONOCHROME1
+    inverted, so that bone is bright whichever way the modality stored it."""
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise NoPreview(f"expected MONOCHROME1 or MONOCHROME2, found {photometric!r}")
+    pixels = np.asarray(ds.pixel_array)
+    if pixels.ndim != 2:
+        raise NoPreview(f"expected one single-frame image, found pixel data {pixels.shape}")
+    value = pixels.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(
+        ds.get("RescaleIntercept", 0) or 0
+    )
+    window = _voi_window(ds)
+    if window is None:
+        low, high = np.percentile(value, RADIOGRAPH_PERCENTILES)
+        grey = (value - low) / max(float(high - low), 1e-6)
+    else:
+        centre, width, function = window
+        if function == "SIGMOID":
+            grey = 1.0 / (1.0 + np.exp(-4.0 * (value - centre) / width))
+        elif function == "LINEAR_EXACT":
+            grey = (value - centre) / width + 0.5
+        else:
+            grey = (value - (centre - 0.5)) / (width - 1.0) + 0.5
+    grey = np.clip(grey, 0.0, 1.0).astype(np.float32)
+    return 1.0 - grey if photometric == "MONOCHROME1" else grey
+
+
+def radiograph_panel(
+    path: Path, points: Sequence[PointFinding], colour: tuple[int, int, int]
+) -> Image.Image:
+    """The radiograph at preview size with a circle per point (centre and radius scaled from
+    source pixels, where 0 is the centre of the first pixel)."""
+    grey = radiograph_grey(pydicom.dcmread(path))
+    image = Image.fromarray(np.rint(grey * 255.0).astype(np.uint8), "L")
+    scale = PANEL / max(image.width, image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    column_scale, row_scale = size[0] / image.width, size[1] / image.height
+    panel = image.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    draw = ImageDraw.Draw(panel)
+    for point in points:
+        x = (point.column + 0.5) * column_scale - 0.5
+        y = (point.row + 0.5) * row_scale - 0.5
+        radius = max(point.radius_px * min(column_scale, row_scale), MIN_CIRCLE_RADIUS)
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=colour, width=2)
+    return panel
+
+
+def _stored_files(engine: Engine, sop_uids: Sequence[str]) -> dict[str, str]:
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                select(Instance.sop_instance_uid, Instance.file_path).where(
+                    Instance.sop_instance_uid.in_(sop_uids)
+                )
+            )
+            .tuples()
+            .all()
+        )
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _radiograph_preview(
+    settings: GatewaySettings,
+    engine: Engine,
+    job_id: int,
+    sop_uids: Sequence[str],
+    points: Sequence[PointFinding],
+    colour: tuple[int, int, int],
+) -> bytes:
+    if len(sop_uids) != 1:
+        raise NoPreview(f"expected one source image of job {job_id}, found {len(sop_uids)}")
+    relative = _stored_files(engine, sop_uids).get(sop_uids[0])
+    if relative is None or not (settings.spool_dir / relative).is_file():
+        raise NoPreview(f"expected the source image of job {job_id}, found none stored")
+    on_image = [p for p in points if p.sop_instance_uid == sop_uids[0]]
+    return _png(radiograph_panel(settings.spool_dir / relative, on_image, colour))
+
+
 def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> bytes:
     """PNG bytes; raises NoPreview when the job has no findings or source files."""
     path = findings_path(settings, job_id)
@@ -131,6 +250,10 @@ def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> by
         description = settings.pipeline_registry().get(name).description
     except KeyError as exc:
         raise NoPreview(f"job {job_id}: {exc.args[0]}") from exc
+    if description.accepts.geometry == "image":
+        points = [PointFinding(**f) for f in meta.get("point_findings", [])]
+        colour = localisation_colour(description)
+        return _radiograph_preview(settings, engine, job_id, sop_uids, points, colour)
     layers = overlays(description)
     if labels.ndim != 3 or labels.shape[0] != len(sop_uids):
         raise NoPreview(
@@ -143,16 +266,7 @@ def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> by
         [layer.label for layer in layers if not layer.finding],
     )
     wanted = [sop_uids[k] for k in slices]
-    with engine.connect() as connection:
-        files = dict(
-            connection.execute(
-                select(Instance.sop_instance_uid, Instance.file_path).where(
-                    Instance.sop_instance_uid.in_(wanted)
-                )
-            )
-            .tuples()
-            .all()
-        )
+    files = _stored_files(engine, wanted)
     panels = []
     for k, uid in zip(slices, wanted, strict=True):
         relative = files.get(uid)
@@ -170,6 +284,4 @@ def render_preview(settings: GatewaySettings, engine: Engine, job_id: int) -> by
     for panel in panels:
         sheet.paste(panel, (x, 0))
         x += panel.width + 4
-    out = io.BytesIO()
-    sheet.save(out, format="PNG")
-    return out.getvalue()
+    return _png(sheet)
