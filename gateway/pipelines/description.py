@@ -177,6 +177,36 @@ Measurement = Literal["volume", "longest_diameter", "long_axis", "short_axis", "
 """What gateway/pipelines/measure.py measures (its docstring defines each)."""
 
 
+class Refine(_Strict):
+    """How a segment's components are refined on the source grid from the CT values
+    (gateway/pipelines/refine.py): within each component dilated by `margin_mm`, the voxels
+    at or above `threshold_hu`, opened in plane by `opening_mm`, touching the component."""
+
+    method: Literal["threshold"] = Field(
+        description="'threshold': HU at or above `threshold_hu` (solid objects in air, e.g. "
+        "solid nodules in aerated lung)."
+    )
+    threshold_hu: float = Field(
+        ge=-1000,
+        le=3000,
+        description="Half-way between the object and its surroundings: -400 for a solid "
+        "nodule (about 0-60 HU) in aerated lung (about -850 HU).",
+    )
+    margin_mm: float = Field(
+        gt=0,
+        le=20,
+        description="How far beyond the model's outline the object may reach (mm; at least "
+        "one voxel along each axis).",
+    )
+    opening_mm: float = Field(
+        default=1.0,
+        ge=0,
+        le=5,
+        description="Radius of the in-plane opening that cuts thin attachments (vessels) off "
+        "(mm); 0: none.",
+    )
+
+
 class SegmentDescription(_Strict):
     """One label value of the label map as a SEG segment (and, optionally, SR groups)."""
 
@@ -215,11 +245,20 @@ class SegmentDescription(_Strict):
         description="Write a TID 1500 volumetric group per finding into the SR, referencing "
         "its SEG segment, with its measurements.",
     )
+    refine: Refine | None = Field(
+        default=None,
+        description="Refine each component's outline on the source grid from the CT values "
+        "(SEG and measurements); components only.",
+    )
 
     @model_validator(mode="after")
     def _colour(self) -> Self:
         if any(not 0 <= c <= 255 for c in self.colour):
             raise ValueError(f"expected colour values 0-255, found {list(self.colour)}")
+        if self.refine is not None and not self.components:
+            raise ValueError(
+                f"segment {self.name!r}: expected components = true for refine, found false"
+            )
         return self
 
 

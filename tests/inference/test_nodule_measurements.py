@@ -136,11 +136,8 @@ def test_phantom_nodules_on_the_ideal_label_map(
         assert_measures(nearest(found, phantom, nodule), nodule, phantom)
 
 
-MODEL_PHANTOMS = [
-    (11, (2.5, 0.7, 0.7), True),
-    (16, (1.25, 0.75, 0.75), True),
-    (11, (2.5, 0.7, 0.7), False),
-]
+# Every phantom above, and one of them feet first again: all their spheres, none picked out.
+MODEL_PHANTOMS = [*PHANTOMS, (11, (2.5, 0.7, 0.7), False)]
 
 
 @pytest.mark.parametrize(("seed", "spacing", "head_first"), MODEL_PHANTOMS)
@@ -151,8 +148,9 @@ def test_sphere_nodules_segmented_by_the_model(
     onnx_settings: InferenceSettings,
     tmp_path: Path,
 ) -> None:
-    """The real U-Net (onnxruntime, in process) on spheres 4-30 mm: each nodule's long
-    and short axis and their mean within 1 mm or 10 % of its diameter."""
+    """The real U-Net (onnxruntime, in process) on spheres 4-30 mm, its outline refined on
+    the CT as the pipeline file declares: each nodule's long and short axis and their mean
+    within 1 mm or 10 % of its diameter."""
     phantom = make_phantom(
         seed,
         shape=(40, 512, 512),

@@ -22,6 +22,7 @@ from gateway.results.config import ResultsSettings
 from gateway.results.source import read_source_series
 from tests.results.validation import dciodvfy_errors
 from workers.inference.generic import DescribedAnalyser
+from workers.inference.series import read_series
 
 SIZE = 24
 PIPELINE = f"""
@@ -180,3 +181,37 @@ def test_generic_segmentation_and_classification(
         name=hd.sr.CodedConcept("85756007", "SCT", "Tissue")
     )
     assert evaluation.value == codes.SCT.Present
+
+
+def test_generic_analyser_applies_a_declared_refine(tmp_path: Path) -> None:
+    """`refine` on a segment redraws its components on the source grid from the CT values in
+    the generic analyser too (the lung_nodules analyser is not the only one)."""
+    threshold = 100.0
+    refined_text = PIPELINE.replace(
+        "min_voxels = 2\n",
+        'min_voxels = 2\nrefine = { method = "threshold", threshold_hu = '
+        f"{threshold}, margin_mm = 12.0, opening_mm = 0.0 }}\n",
+    )
+    assert refined_text != PIPELINE
+    path = tmp_path / "refined.toml"
+    path.write_text(refined_text)
+    refined = load_pipeline_file(path)
+    plain_path = tmp_path / "plain.toml"
+    plain_path.write_text(PIPELINE)
+    plain = load_pipeline_file(plain_path)
+    make_models(tmp_path / "models")
+    settings = InferenceSettings(runner="onnxruntime", model_repository=tmp_path / "models")
+    phantom = make_phantom(5, shape=(6, 48, 48), spacing=(3.0, 6.0, 6.0), n_nodules=1)
+    paths = write_ct_series(phantom, tmp_path / "ct")
+    with DescribedAnalyser(settings, plain) as analyser:
+        before = analyser.analyse_files(paths)
+    with DescribedAnalyser(settings, refined) as analyser:
+        after = analyser.analyse_volume(read_series(paths))
+    volume = read_series(paths)
+    tissue_before = before.labels == 2
+    tissue_after = after.labels == 2
+    # The model calls everything above -300 HU tissue; refined, only voxels at or above the
+    # threshold stay (the rest becomes background), so the segment shrinks.
+    assert tissue_after.sum() < tissue_before.sum()
+    assert float(volume.hu[tissue_after].min()) >= threshold
+    assert not np.any(after.labels[tissue_before & ~tissue_after] == 2)

@@ -18,7 +18,7 @@ from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.lung_nodules.findings import lung_nodules_description
 from workers.inference.declared import model_spec, neighbour_stack, to_grid
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, Findings, ModelIdentity
-from workers.inference.postprocess import measure_nodules
+from workers.inference.postprocess import measure_nodules, refine_nodules
 from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, ModelSpec, make_runner
 from workers.inference.series import Volume, read_series
@@ -133,8 +133,13 @@ class InferenceClient:
             spacing_mm=seg_pre.spacing_mm,
         )
         nodule = self.description.segment(LABEL_NODULE)
+        resolution_mm: float | None = seg_pre.spacing_mm
+        if nodule.refine is not None:
+            # the outline is now the CT's, at the source pixels
+            labels = refine_nodules(labels, volume, nodule.refine)
+            resolution_mm = None
         nodules = measure_nodules(
-            labels, volume, nodule.min_voxels, nodule.min_volume_mm3, seg_pre.spacing_mm
+            labels, volume, nodule.min_voxels, nodule.min_volume_mm3, resolution_mm
         )
         lung_volume = float(np.count_nonzero(labels == LABEL_LUNG)) * volume.voxel_volume_mm3
         timings["postprocess"] = time.perf_counter() - t

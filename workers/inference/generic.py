@@ -23,6 +23,7 @@ from gateway.pipelines.findings import (
     SegmentFinding,
 )
 from gateway.pipelines.measure import measure_segment
+from gateway.pipelines.refine import refine_by_threshold
 from workers.inference.client import infer_batched
 from workers.inference.declared import grid_spacing, model_spec, to_grid
 from workers.inference.errors import PermanentInferenceError
@@ -104,6 +105,24 @@ class DescribedAnalyser:
             labels[labels == 1] = segmentation.threshold_label
         return labels
 
+    def _refined(self, labels: NDArray[np.uint8], volume: Volume) -> NDArray[np.uint8]:
+        """Each segment that declares `refine`: its outline redrawn on the source grid from
+        the CT values (gateway/pipelines/refine.py); voxels it loses become background."""
+        spacing = (volume.slice_spacing, *volume.pixel_spacing)
+        for segment in self.description.segments:
+            if segment.refine is not None:
+                labels = refine_by_threshold(
+                    labels,
+                    volume.hu,
+                    segment.label,
+                    spacing,
+                    segment.refine.threshold_hu,
+                    segment.refine.margin_mm,
+                    segment.refine.opening_mm,
+                    outside_label=0,
+                )
+        return labels
+
     def _segments(self, labels: NDArray[np.uint8], volume: Volume) -> list[SegmentFinding]:
         found: list[SegmentFinding] = []
         segmentation = self.description.segmentation
@@ -125,7 +144,8 @@ class DescribedAnalyser:
                 components=segment.components,
                 min_voxels=segment.min_voxels,
                 min_volume_mm3=segment.min_volume_mm3,
-                resolution_mm=resolution,
+                # a refined outline is drawn at the source pixels, not the model's grid
+                resolution_mm=None if segment.refine is not None else resolution,
                 sop_instance_uids=volume.sop_instance_uids,
             )
         return found
@@ -140,7 +160,7 @@ class DescribedAnalyser:
         )
         timings["check_models"] = time.perf_counter() - t
         t = time.perf_counter()
-        labels = self._labels(volume, deadline)
+        labels = self._refined(self._labels(volume, deadline), volume)
         image: list[ImageFinding] = []
         classification = self.description.classification
         if classification is not None:

@@ -6,11 +6,19 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.pipelines.description import Refine
 from gateway.pipelines.measure import label_components, longest_diameter_mm, measure_segment
-from workers.inference.findings import LABEL_NODULE, NoduleFinding
+from gateway.pipelines.refine import refine_by_threshold
+from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, NoduleFinding
 from workers.inference.series import Volume
 
-__all__ = ["MIN_NODULE_VOLUME_MM3", "longest_diameter_mm", "measure_nodules", "nodule_components"]
+__all__ = [
+    "MIN_NODULE_VOLUME_MM3",
+    "longest_diameter_mm",
+    "measure_nodules",
+    "nodule_components",
+    "refine_nodules",
+]
 
 NODULE_MEASUREMENTS = ("volume", "longest_diameter", "long_axis", "short_axis")
 
@@ -21,6 +29,22 @@ MIN_NODULE_VOLUME_MM3 = 4.0 / 3.0 * np.pi * 1.5**3
 def nodule_components(labels: NDArray[np.uint8]) -> NDArray[np.int32]:
     """Connected components (26-connected) of the nodule label: 0 outside, 1..n inside."""
     return label_components(labels, LABEL_NODULE)
+
+
+def refine_nodules(labels: NDArray[np.uint8], volume: Volume, refine: Refine) -> NDArray[np.uint8]:
+    """The label map with each nodule's outline refined on the source grid from its HU (see
+    gateway/pipelines/refine.py); voxels the model called nodule and the CT does not become
+    lung (the model finds nodules inside the lung)."""
+    return refine_by_threshold(
+        labels,
+        volume.hu,
+        LABEL_NODULE,
+        (volume.slice_spacing, *volume.pixel_spacing),
+        refine.threshold_hu,
+        refine.margin_mm,
+        refine.opening_mm,
+        outside_label=LABEL_LUNG,
+    )
 
 
 def measure_nodules(
