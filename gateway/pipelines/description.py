@@ -83,6 +83,12 @@ class Accepts(_Strict):
         )
 
 
+SliceOrder = Literal[
+    "along_normal", "against_normal", "inferior_to_superior", "superior_to_inferior"
+]
+"""How slices are presented to a model (Preprocess.slice_order)."""
+
+
 class Preprocess(_Strict):
     """How slices become a model's input: resampled in plane to a square grid centred on the
     image centre, windowed, then scaled as (value - center) / scale."""
@@ -116,22 +122,56 @@ class Preprocess(_Strict):
     fill: float | None = Field(
         default=None, description="Value outside the image (default: the window's low end)."
     )
-    context: Literal["2d", "2.5d"] = Field(
+    context: Literal["2d", "2.5d", "3d"] = Field(
         default="2d",
         description="'2d': one channel per slice; '2.5d': each slice with `neighbours` slices "
-        "either side as channels (mirrored at the ends).",
+        "either side as channels (mirrored at the ends); '3d': slabs of `slab` consecutive "
+        "slices, input (1, slab, size, size), output (classes, slab, size, size), the last "
+        "slab padded by repeating the last slice (its padding dropped from the output).",
     )
     neighbours: int = Field(default=1, ge=1, le=8, description="2.5d: slices either side.")
+    slab: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description="3d (required there, and only there): slices per model call.",
+    )
+    slice_order: SliceOrder = Field(
+        default="along_normal",
+        description="Order of the slices given to the model (2.5d neighbours and 3d slabs "
+        "depend on it): 'along_normal' (as the reader sorts them: ascending along the normal "
+        "row x column of ImageOrientationPatient, inferior to superior for the usual axial "
+        "orientation [1,0,0,0,1,0]), 'against_normal' (reversed), 'inferior_to_superior' or "
+        "'superior_to_inferior' (by the patient's head-foot axis, whatever the orientation).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> Self:
         if self.window[0] >= self.window[1]:
             raise ValueError(f"expected window low < high, found {list(self.window)}")
+        if self.context == "3d" and self.slab is None:
+            raise ValueError("context '3d': expected slab (slices per model call), found none")
+        if self.context != "3d" and self.slab is not None:
+            raise ValueError(
+                f"slab: expected none for context {self.context!r} (3d only), found {self.slab}"
+            )
         return self
 
     @property
     def channels(self) -> int:
-        return 1 if self.context == "2d" else 2 * self.neighbours + 1
+        return 2 * self.neighbours + 1 if self.context == "2.5d" else 1
+
+    def input_shape(self) -> list[int]:
+        """The model's input per item (without the batch dimension) this preprocessing makes."""
+        if self.slab is not None:
+            return [1, self.slab, self.size, self.size]
+        return [self.channels, self.size, self.size]
+
+    def map_shape(self, classes: int) -> list[int]:
+        """A per-pixel output of `classes` channels per item for this preprocessing."""
+        if self.slab is not None:
+            return [classes, self.slab, self.size, self.size]
+        return [classes, self.size, self.size]
 
 
 class ModelDescription(_Strict):
@@ -148,7 +188,11 @@ class ModelDescription(_Strict):
     version: str = Field(default="1", pattern=r"^[0-9]*$", description="'' means latest.")
     input: str = Field(min_length=1, description="Input tensor name.")
     output: str = Field(min_length=1, description="Output tensor name.")
-    dtype: Literal["FP32"] = Field(default="FP32", description="Tensor data type.")
+    dtype: Literal["FP32", "FP16"] = Field(
+        default="FP32",
+        description="Data type of the input and output tensors: 'FP32' or 'FP16' (the input "
+        "is cast to it, the output read as it and converted to FP32 for postprocessing).",
+    )
     input_shape: list[int] = Field(
         min_length=1, description="Input shape per item, without the batch dimension."
     )
@@ -160,11 +204,19 @@ class ModelDescription(_Strict):
     @model_validator(mode="after")
     def _input_matches_preprocess(self) -> Self:
         p = self.preprocess
-        want = [p.channels, p.size, p.size]
+        want = p.input_shape()
         if self.input_shape != want:
+            layout = "1, slab, size, size" if p.slab is not None else "channels, size, size"
             raise ValueError(
-                f"model {self.name!r}: expected input_shape {want} (channels, size, size from "
-                f"preprocess), found {self.input_shape}"
+                f"model {self.name!r}: expected input_shape {want} ({layout} from preprocess "
+                f"context {p.context!r}), found {self.input_shape}"
+            )
+        if p.slab is not None and (
+            len(self.output_shape) != 4 or self.output_shape[1:] != [p.slab, p.size, p.size]
+        ):
+            raise ValueError(
+                f"model {self.name!r}: context '3d' expects output_shape [classes, {p.slab}, "
+                f"{p.size}, {p.size}] (classes, slab, size, size), found {self.output_shape}"
             )
         return self
 
@@ -269,7 +321,8 @@ class Segmentation(_Strict):
     method: Literal["argmax", "threshold"] = Field(
         description="'argmax': output (classes, size, size), the label is the best class "
         "(class k = label k); 'threshold': output (1, size, size), label `threshold_label` "
-        "where the output is at or above `threshold`."
+        "where the output is at or above `threshold`; context '3d': (classes, slab, size, "
+        "size)."
     )
     threshold: float = Field(default=0.5, description="'threshold': the cut-off.")
     threshold_label: int = Field(default=1, ge=1, le=255, description="'threshold': label.")
@@ -393,11 +446,8 @@ class PipelineDescription(_Strict):
             raise ValueError("expected [segmentation] or [classification], found neither")
         if self.segmentation is not None:
             model = self.model(self.segmentation.model)
-            size = model.preprocess.size
-            if self.segmentation.method == "argmax":
-                want = [max(labels) + 1, size, size]
-            else:
-                want = [1, size, size]
+            classes = max(labels) + 1 if self.segmentation.method == "argmax" else 1
+            want = model.preprocess.map_shape(classes)
             if model.output_shape != want:
                 raise ValueError(
                     f"model {model.name!r}: expected output_shape {want} for "

@@ -15,6 +15,7 @@ from gateway.pipelines.registry import (
     PipelineFileError,
     PipelineRegistry,
     PipelineRegistrySettings,
+    load_pipeline_file,
 )
 from gateway.settings import SettingsError, load_settings
 from gateway.web.rule_edits import RuleEditError, validate_rule
@@ -100,3 +101,21 @@ def test_cli_lists_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["pipelines", "--data-dir", str(tmp_path), "check", str(bad)]) == 1
     out = capsys.readouterr().out
     assert f"pipeline file {bad}" in out and "title: expected a value, found none" in out
+
+
+def test_the_lung_analyser_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
+    """3d, another slice order or FP16 in lung_nodules' file would be ignored by its code:
+    refused at load instead, naming the fields."""
+    from gateway.pipelines.lung_nodules import check_supported
+
+    text = DESCRIPTION_FILE.read_text()
+    changed = text.replace('context = "2.5d"', 'context = "2.5d"\nslice_order = "against_normal"')
+    assert changed != text
+    path = tmp_path / "lung.toml"
+    path.write_text(changed)
+    description = load_pipeline_file(path)
+    with pytest.raises(PipelineFileError) as caught:
+        check_supported(description, path)
+    assert "preprocess.slice_order: expected 'along_normal'" in str(caught.value)
+    assert "found 'against_normal'" in str(caught.value)
+    check_supported(load_pipeline_file(DESCRIPTION_FILE), DESCRIPTION_FILE)  # as shipped

@@ -33,6 +33,7 @@ def model_spec(model: ModelDescription) -> ModelSpec:
         input_shape=tuple(model.input_shape),
         output_name=model.output,
         output_shape=tuple(model.output_shape),
+        dtype=model.dtype,
     )
 
 
@@ -123,3 +124,34 @@ def neighbour_stack(
         pos = np.abs(pos) % period
         pos = np.where(pos > n - 1, period - pos, pos)
     return np.asarray(slices[pos, 0], dtype=np.float32)
+
+
+def reverses_slices(p: Preprocess, normal: NDArray[np.float64]) -> bool:
+    """Whether the reader's order (ascending along the slice normal) must be reversed for
+    the model: `slice_order` against the normal, or a head-foot direction the normal's
+    patient z (LPS: +z superior) points away from."""
+    if p.slice_order == "against_normal":
+        return True
+    if p.slice_order == "inferior_to_superior":
+        return bool(normal[2] < 0)
+    if p.slice_order == "superior_to_inferior":
+        return bool(normal[2] >= 0)
+    return False
+
+
+def to_slabs(slices: NDArray[np.float32], slab: int) -> NDArray[np.float32]:
+    """(S, 1, H, W) -> (ceil(S / slab), 1, slab, H, W): consecutive slices as 3D items, the
+    last one padded by repeating the last slice (edge) so that it has `slab` slices too."""
+    n = len(slices)
+    pad = -n % slab
+    if pad:
+        slices = np.pad(slices, ((0, pad), (0, 0), (0, 0), (0, 0)), mode="edge")
+    h, w = slices.shape[2:]
+    return np.ascontiguousarray(slices.reshape(-1, slab, 1, h, w).transpose(0, 2, 1, 3, 4))
+
+
+def from_slabs(out: NDArray[np.float32], count: int) -> NDArray[np.float32]:
+    """(n, C, slab, H, W) model outputs -> (count, C, H, W) per slice, the padding of the
+    last slab dropped."""
+    n, c, slab, h, w = out.shape
+    return np.ascontiguousarray(out.transpose(0, 2, 1, 3, 4).reshape(n * slab, c, h, w)[:count])

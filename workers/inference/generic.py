@@ -25,7 +25,14 @@ from gateway.pipelines.findings import (
 from gateway.pipelines.measure import measure_segment
 from gateway.pipelines.refine import refine_by_threshold
 from workers.inference.client import infer_batched
-from workers.inference.declared import grid_spacing, model_spec, to_grid
+from workers.inference.declared import (
+    from_slabs,
+    grid_spacing,
+    model_spec,
+    reverses_slices,
+    to_grid,
+    to_slabs,
+)
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, make_runner
@@ -82,10 +89,22 @@ class DescribedAnalyser:
                 f"'window', found {p.method!r} (a registered analyser's)"
             )
         x = to_grid(volume.hu, volume.pixel_spacing, p)
-        neighbours = p.neighbours if p.context == "2.5d" else 0
-        return infer_batched(
-            self.runner, model_spec(model), x, deadline, self.settings.batch_size, neighbours
-        )
+        # the model sees the slices in its declared order; the outputs go back to the reader's
+        reverse = reverses_slices(p, volume.normal)
+        if reverse:
+            x = np.ascontiguousarray(x[::-1])
+        spec = model_spec(model)
+        if p.slab is not None:
+            # batch_size counts slices: as many whole slabs per request, at least one
+            per_request = max(1, self.settings.batch_size // p.slab)
+            slabs = infer_batched(self.runner, spec, to_slabs(x, p.slab), deadline, per_request)
+            out = from_slabs(slabs, len(x))
+        else:
+            neighbours = p.neighbours if p.context == "2.5d" else 0
+            out = infer_batched(
+                self.runner, spec, x, deadline, self.settings.batch_size, neighbours
+            )
+        return np.ascontiguousarray(out[::-1]) if reverse else out
 
     def _labels(self, volume: Volume, deadline: Deadline) -> NDArray[np.uint8]:
         segmentation = self.description.segmentation

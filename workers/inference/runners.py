@@ -40,6 +40,12 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     output_name: str
     output_shape: tuple[int, ...]
+    dtype: str = "FP32"
+    """Data type of both tensors, as Triton names it: 'FP32' or 'FP16'."""
+
+    @property
+    def numpy_dtype(self) -> type[np.floating[Any]]:
+        return np.float16 if self.dtype == "FP16" else np.float32
 
 
 class Deadline:
@@ -66,7 +72,8 @@ class ModelRunner(Protocol):
     def infer(
         self, spec: ModelSpec, batch: NDArray[np.float32], deadline: Deadline
     ) -> NDArray[np.float32]:
-        """(N, *input_shape) float32 -> (N, *output_shape) float32."""
+        """(N, *input_shape) float32 -> (N, *output_shape) float32; the tensors travel as
+        ``spec.dtype``."""
         ...
 
     def close(self) -> None: ...
@@ -78,8 +85,8 @@ def _check_metadata(
     outputs: list[tuple[str, list[int], str]],
 ) -> None:
     """Compare a model's declared tensors with what the client will send and read."""
-    want_in = (spec.input_name, [-1, *spec.input_shape], "FP32")
-    want_out = (spec.output_name, [-1, *spec.output_shape], "FP32")
+    want_in = (spec.input_name, [-1, *spec.input_shape], spec.dtype)
+    want_out = (spec.output_name, [-1, *spec.output_shape], spec.dtype)
     for kind, want, found in (("input", want_in, inputs), ("output", want_out, outputs)):
         names = [f[0] for f in found]
         if want[0] not in names:
@@ -290,10 +297,12 @@ class TritonRunner:
             raise PermanentInferenceError(
                 f"model {spec.name!r}: expected input (N, {spec.input_shape}), found {batch.shape}"
             )
-        data = np.ascontiguousarray(batch, dtype=np.float32)
+        data = np.ascontiguousarray(batch, dtype=spec.numpy_dtype)
 
         def call(timeout: float) -> NDArray[np.float32]:
-            if self._shm is not None:
+            # shared memory carries FP32 only (its output region is read as float32): FP16
+            # models go over plain gRPC
+            if self._shm is not None and spec.dtype == "FP32":
                 with self._shm_lock:
                     try:
                         return self._infer_shared(spec, data, timeout)
@@ -309,7 +318,7 @@ class TritonRunner:
                                 f"Triton lost shared memory: {exc}"
                             ) from exc
                         raise
-            inp = self._grpc.InferInput(spec.input_name, list(data.shape), "FP32")
+            inp = self._grpc.InferInput(spec.input_name, list(data.shape), spec.dtype)
             inp.set_data_from_numpy(data)
             out = self._grpc.InferRequestedOutput(spec.output_name)
             result = self._client.infer(
@@ -409,7 +418,7 @@ class OnnxRuntimeRunner:
         version, sess = self._session(spec)
 
         def tensors(items: Any) -> list[tuple[str, list[int], str]]:
-            kinds = {"tensor(float)": "FP32"}
+            kinds = {"tensor(float)": "FP32", "tensor(float16)": "FP16"}
             return [
                 (
                     t.name,
@@ -432,7 +441,8 @@ class OnnxRuntimeRunner:
         if deadline.remaining() <= 0:
             raise DeadlineExceededError(f"inference of {spec.name}: deadline passed")
         _, sess = self._session(spec)
-        out = sess.run([spec.output_name], {spec.input_name: np.ascontiguousarray(batch)})[0]
+        feed = np.ascontiguousarray(batch, dtype=spec.numpy_dtype)
+        out = sess.run([spec.output_name], {spec.input_name: feed})[0]
         return np.asarray(out, dtype=np.float32)
 
 
