@@ -12,11 +12,13 @@ touch the model's component are kept, after an in-plane opening that cuts thin a
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from gateway.pipelines.findings import SegmentFinding
 from gateway.pipelines.measure import label_components
 
 
@@ -80,4 +82,36 @@ def refine_by_threshold(
     out = labels.copy()
     out[model & ~refined] = outside_label
     out[refined] = label
+    return out
+
+
+CALIPER_MEASUREMENTS = ("longest_diameter", "long_axis", "short_axis", "mean_diameter")
+
+
+def caliper_findings(
+    of_model: list[SegmentFinding],
+    model_components: NDArray[np.int32],
+    on_ct: list[SegmentFinding],
+    ct_components: NDArray[np.int32],
+) -> list[SegmentFinding]:
+    """Each finding of the model's label map with its diameters, axes and centre taken from
+    the refined component that overlaps it most (its volume and outline stay the model's);
+    a finding without one keeps its own."""
+    by_label = {f.component_label: f for f in on_ct}
+    out = []
+    for finding in of_model:
+        overlap = ct_components[model_components == finding.component_label]
+        overlap = overlap[overlap > 0]
+        match = by_label.get(int(np.bincount(overlap).argmax())) if overlap.size else None
+        if match is None:
+            out.append(finding)
+            continue
+        measured = {m.name: m for m in match.measurements if m.name in CALIPER_MEASUREMENTS}
+        out.append(
+            replace(
+                finding,
+                measurements=tuple(measured.get(m.name, m) for m in finding.measurements),
+                axial_axes=match.axial_axes or finding.axial_axes,
+            )
+        )
     return out

@@ -26,7 +26,6 @@ from gateway.results.source import read_source_series
 from tests.results.validation import dciodvfy_errors
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.generic import DescribedAnalyser
-from workers.inference.series import read_series
 
 SIZE = 24
 PIPELINE = f"""
@@ -188,8 +187,9 @@ def test_generic_segmentation_and_classification(
 
 
 def test_generic_analyser_applies_a_declared_refine(tmp_path: Path) -> None:
-    """`refine` on a segment redraws its components on the source grid from the CT values in
-    the generic analyser too (the lung_nodules analyser is not the only one)."""
+    """`refine` on a segment: calipers on the CT in the generic analyser too. The findings,
+    their volumes and the label map (the SEG) stay the model's; the diameters are measured on
+    the outline refined from the CT values."""
     threshold = 100.0
     refined_text = PIPELINE.replace(
         "min_voxels = 2\n",
@@ -199,29 +199,32 @@ def test_generic_analyser_applies_a_declared_refine(tmp_path: Path) -> None:
     assert refined_text != PIPELINE
     path = tmp_path / "refined.toml"
     path.write_text(refined_text)
-    refined = load_pipeline_file(path)
     plain_path = tmp_path / "plain.toml"
     plain_path.write_text(PIPELINE)
-    plain = load_pipeline_file(plain_path)
     make_models(tmp_path / "models")
     settings = InferenceSettings(runner="onnxruntime", model_repository=tmp_path / "models")
     phantom = make_phantom(5, shape=(6, 48, 48), spacing=(3.0, 6.0, 6.0), n_nodules=1)
     paths = write_ct_series(phantom, tmp_path / "ct")
-    with DescribedAnalyser(settings, plain) as analyser:
+    with DescribedAnalyser(settings, load_pipeline_file(plain_path)) as analyser:
         before = analyser.analyse_files(paths)
-    with DescribedAnalyser(settings, refined) as analyser:
-        after = analyser.analyse_volume(read_series(paths))
-    volume = read_series(paths)
-    tissue_before = before.labels == 2
-    tissue_after = after.labels == 2
-    # The model calls everything above -300 HU tissue; refined, only voxels at or above the
-    # threshold stay (the rest becomes background), so the segment shrinks.
-    assert tissue_after.sum() < tissue_before.sum()
-    assert float(volume.hu[tissue_after].min()) >= threshold
-    assert not np.any(after.labels[tissue_before & ~tissue_after] == 2)
+    with DescribedAnalyser(settings, load_pipeline_file(path)) as analyser:
+        after = analyser.analyse_files(paths)
+    assert np.array_equal(before.labels, after.labels)  # the SEG is the model's
+    tissue_before = {f.key: f for f in before.segments if f.name == "tissue"}
+    tissue_after = {f.key: f for f in after.segments if f.name == "tissue"}
+    assert tissue_before.keys() == tissue_after.keys() and tissue_before
+    changed = 0
+    for key, plain in tissue_before.items():
+        refined = tissue_after[key]
+        assert refined.measurement("volume") == plain.measurement("volume")
+        d_plain = plain.measurement("longest_diameter")
+        d_refined = refined.measurement("longest_diameter")
+        assert d_plain is not None and d_refined is not None
+        changed += d_refined.value != d_plain.value
+    # The model calls everything above -300 HU tissue; on the CT only what is at or above
+    # the threshold counts, so at least one component measures differently.
+    assert changed >= 1
 
-
-# -- 3D slabs, FP16 tensors, slice order --------------------------------------------------------
 
 SLICES = 7  # not a multiple of SLAB: the last slab is padded
 SLAB = 3

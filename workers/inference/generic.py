@@ -15,15 +15,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.inference_config import InferenceSettings
-from gateway.pipelines.description import Classification, PipelineDescription
+from gateway.pipelines.description import (
+    Classification,
+    PipelineDescription,
+    SegmentDescription,
+)
 from gateway.pipelines.findings import (
     ImageFinding,
     ModelIdentity,
     PipelineFindings,
     SegmentFinding,
 )
-from gateway.pipelines.measure import measure_segment
-from gateway.pipelines.refine import refine_by_threshold
+from gateway.pipelines.measure import label_components, measure_segment
+from gateway.pipelines.refine import caliper_findings, refine_by_threshold
 from workers.inference.client import infer_batched
 from workers.inference.declared import (
     from_slabs,
@@ -124,23 +128,31 @@ class DescribedAnalyser:
             labels[labels == 1] = segmentation.threshold_label
         return labels
 
-    def _refined(self, labels: NDArray[np.uint8], volume: Volume) -> NDArray[np.uint8]:
-        """Each segment that declares `refine`: its outline redrawn on the source grid from
-        the CT values (gateway/pipelines/refine.py); voxels it loses become background."""
-        spacing = (volume.slice_spacing, *volume.pixel_spacing)
-        for segment in self.description.segments:
-            if segment.refine is not None:
-                labels = refine_by_threshold(
-                    labels,
-                    volume.hu,
-                    segment.label,
-                    spacing,
-                    segment.refine.threshold_hu,
-                    segment.refine.margin_mm,
-                    segment.refine.opening_mm,
-                    outside_label=0,
-                )
-        return labels
+    @staticmethod
+    def _measure(
+        segment: SegmentDescription,
+        labels: NDArray[np.uint8],
+        volume: Volume,
+        resolution: float | None,
+        *,
+        at_pixels: bool = False,
+    ) -> list[SegmentFinding]:
+        """`segment` measured on `labels`; `at_pixels`: a refined outline, drawn at the
+        source pixels, where every component counts (the model's decide what is found)."""
+        return measure_segment(
+            labels,
+            segment.label,
+            segment.name,
+            segment.measurements,
+            volume.voxel_volume_mm3,
+            volume.pixel_spacing,
+            volume.index_to_patient,
+            components=segment.components,
+            min_voxels=1 if at_pixels else segment.min_voxels,
+            min_volume_mm3=0.0 if at_pixels else segment.min_volume_mm3,
+            resolution_mm=None if at_pixels else resolution,
+            sop_instance_uids=volume.sop_instance_uids,
+        )
 
     def _segments(self, labels: NDArray[np.uint8], volume: Volume) -> list[SegmentFinding]:
         found: list[SegmentFinding] = []
@@ -152,21 +164,27 @@ class DescribedAnalyser:
             grid = grid_spacing(p, volume.pixel_spacing, volume.shape[1:])
             resolution = max(grid, *volume.pixel_spacing)
         for segment in self.description.segments:
-            found += measure_segment(
-                labels,
-                segment.label,
-                segment.name,
-                segment.measurements,
-                volume.voxel_volume_mm3,
-                volume.pixel_spacing,
-                volume.index_to_patient,
-                components=segment.components,
-                min_voxels=segment.min_voxels,
-                min_volume_mm3=segment.min_volume_mm3,
-                # a refined outline is drawn at the source pixels, not the model's grid
-                resolution_mm=None if segment.refine is not None else resolution,
-                sop_instance_uids=volume.sop_instance_uids,
-            )
+            of_model = self._measure(segment, labels, volume, resolution)
+            if segment.refine is not None:
+                # Calipers on the CT: which findings, their volume and the SEG stay the
+                # model's; diameters and centre come from the outline refined on the CT.
+                refined = refine_by_threshold(
+                    labels,
+                    volume.hu,
+                    segment.label,
+                    (volume.slice_spacing, *volume.pixel_spacing),
+                    segment.refine.threshold_hu,
+                    segment.refine.margin_mm,
+                    segment.refine.opening_mm,
+                    outside_label=0,
+                )
+                of_model = caliper_findings(
+                    of_model,
+                    label_components(labels, segment.label),
+                    self._measure(segment, refined, volume, None, at_pixels=True),
+                    label_components(refined, segment.label),
+                )
+            found += of_model
         return found
 
     def analyse_volume(self, volume: Volume) -> PipelineFindings:
@@ -179,7 +197,7 @@ class DescribedAnalyser:
         )
         timings["check_models"] = time.perf_counter() - t
         t = time.perf_counter()
-        labels = self._refined(self._labels(volume, deadline), volume)
+        labels = self._labels(volume, deadline)
         image: list[ImageFinding] = []
         classification = self.description.classification
         if classification is not None:

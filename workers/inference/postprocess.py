@@ -3,6 +3,8 @@ gateway/pipelines/measure.py, shared with the results writers)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -85,6 +87,39 @@ def measure_nodules(
         )
         for f in found
     ]
+
+
+def caliper_axes(
+    nodules: list[NoduleFinding],
+    labels: NDArray[np.uint8],
+    refined: NDArray[np.uint8],
+    volume: Volume,
+) -> list[NoduleFinding]:
+    """`nodules` (measured on the model's label map) with their axes, longest diameter and
+    centre taken from the refined outline that overlaps each most (measured at the source
+    pixels); a finding without one keeps its own."""
+    model_components = label_components(labels, LABEL_NODULE)
+    refined_components = label_components(refined, LABEL_NODULE)
+    on_ct = {
+        f.component_label: f
+        for f in measure_nodules(refined, volume, min_voxels=1, min_volume_mm3=0.0)
+    }
+    out = []
+    for finding in nodules:
+        overlap = refined_components[model_components == finding.component_label]
+        overlap = overlap[overlap > 0]
+        match = on_ct.get(int(np.bincount(overlap).argmax())) if overlap.size else None
+        if match is None or match.axial_axes is None:
+            out.append(finding)
+            continue
+        out.append(
+            replace(
+                finding,
+                axial_axes=match.axial_axes,
+                longest_diameter_mm=match.longest_diameter_mm,
+            )
+        )
+    return out
 
 
 def _value(measurement: object) -> float:
