@@ -85,6 +85,15 @@ def refine_by_threshold(
     return out
 
 
+def most_overlapping(
+    model_components: NDArray[np.int32], component: int, ct_components: NDArray[np.int32]
+) -> int:
+    """The CT component that overlaps the model's `component` most; 0 for none."""
+    overlap = ct_components[model_components == component]
+    overlap = overlap[overlap > 0]
+    return int(np.bincount(overlap).argmax()) if overlap.size else 0
+
+
 CALIPER_MEASUREMENTS = ("longest_diameter", "long_axis", "short_axis", "mean_diameter")
 
 
@@ -100,9 +109,9 @@ def caliper_findings(
     by_label = {f.component_label: f for f in on_ct}
     out = []
     for finding in of_model:
-        overlap = ct_components[model_components == finding.component_label]
-        overlap = overlap[overlap > 0]
-        match = by_label.get(int(np.bincount(overlap).argmax())) if overlap.size else None
+        match = by_label.get(
+            most_overlapping(model_components, finding.component_label, ct_components)
+        )
         if match is None:
             out.append(finding)
             continue

@@ -167,19 +167,19 @@ def _image_group(
         finding_type=finding_code,
         finding_sites=None if site is None else [hd.sr.FindingSite(anatomic_location=code(site))],
         algorithm_id=algorithm,
-        measurements=[
-            hd.sr.Measurement(
-                name=codes.PROBABILITY,
-                value=round(finding.probability, 4),
-                unit=codes.NO_UNITS,
-                algorithm_id=algorithm,
-            )
-        ],
+        measurements=[_probability(finding.probability, algorithm)],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=finding_code, value=codes.PRESENT if finding.present else codes.ABSENT
             )
         ],
+    )
+
+
+def _probability(value: float, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.Measurement:
+    """A model's probability as a unitless measurement (rounded: derived UIDs, stable text)."""
+    return hd.sr.Measurement(
+        name=codes.PROBABILITY, value=round(value, 4), unit=codes.NO_UNITS, algorithm_id=algorithm
     )
 
 
@@ -217,14 +217,7 @@ def _point_group(
         finding_type=finding_code,
         finding_sites=None if site is None else [hd.sr.FindingSite(anatomic_location=code(site))],
         algorithm_id=algorithm,
-        measurements=[
-            hd.sr.Measurement(
-                name=codes.PROBABILITY,
-                value=round(point.probability, 4),
-                unit=codes.NO_UNITS,
-                algorithm_id=algorithm,
-            )
-        ],
+        measurements=[_probability(point.probability, algorithm)],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=finding_code, value=codes.PRESENT)
         ],

@@ -20,7 +20,7 @@ from workers.inference.declared import model_spec, neighbour_stack, to_grid
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, Findings, ModelIdentity
 from workers.inference.postprocess import caliper_axes, measure_nodules, refine_nodules
 from workers.inference.preprocess import labels_from_probabilities
-from workers.inference.runners import Deadline, ModelRunner, ModelSpec, make_runner
+from workers.inference.runners import Deadline, ModelRunner, ModelSpec, OwnsRunner, make_runner
 from workers.inference.series import Volume, read_series
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def classification_spec(
     return _spec(settings, "classification", description)
 
 
-class InferenceClient:
+class InferenceClient(OwnsRunner):
     """Analyse series with the lung nodule pipeline, on the runner chosen by the settings
     (Triton or onnxruntime)."""
 
@@ -66,15 +66,6 @@ class InferenceClient:
         self.settings = settings
         self.runner = runner or make_runner(settings)
         self.description = description or lung_nodules_description()
-
-    def __enter__(self) -> InferenceClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.runner.close()
 
     def _batched(
         self,

@@ -39,7 +39,7 @@ from workers.inference.declared import (
 )
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.preprocess import labels_from_probabilities
-from workers.inference.runners import Deadline, ModelRunner, make_runner
+from workers.inference.runners import Deadline, ModelRunner, OwnsRunner, make_runner
 from workers.inference.series import Volume, read_series
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def calibrated(probability: float, classification: Classification) -> float:
     return 1.0 / (1.0 + math.exp(-(a * math.log(p / (1 - p)) + b)))
 
 
-class DescribedAnalyser:
+class DescribedAnalyser(OwnsRunner):
     """Analyse series as a pipeline file declares, on the runner chosen by the settings."""
 
     def __init__(
@@ -65,15 +65,6 @@ class DescribedAnalyser:
         self.settings = settings
         self.description = description
         self.runner = runner or make_runner(settings)
-
-    def __enter__(self) -> DescribedAnalyser:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.runner.close()
 
     def analyse_files(self, paths: Iterable[Path | str]) -> PipelineFindings:
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from gateway.pipelines.description import Refine
 from gateway.pipelines.measure import label_components, longest_diameter_mm, measure_segment
-from gateway.pipelines.refine import refine_by_threshold
+from gateway.pipelines.refine import most_overlapping, refine_by_threshold
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, NoduleFinding
 from workers.inference.series import Volume
 
@@ -106,9 +106,9 @@ def caliper_axes(
     }
     out = []
     for finding in nodules:
-        overlap = refined_components[model_components == finding.component_label]
-        overlap = overlap[overlap > 0]
-        match = on_ct.get(int(np.bincount(overlap).argmax())) if overlap.size else None
+        match = on_ct.get(
+            most_overlapping(model_components, finding.component_label, refined_components)
+        )
         if match is None or match.axial_axes is None:
             out.append(finding)
             continue

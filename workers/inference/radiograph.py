@@ -36,7 +36,7 @@ from workers.inference.chest_xray import (
 from workers.inference.declared import model_spec
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.generic import calibrated
-from workers.inference.runners import Deadline, ModelRunner, make_runner
+from workers.inference.runners import Deadline, ModelRunner, OwnsRunner, make_runner
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _pair(value: object) -> tuple[float, float] | None:
     return (values[0], values[1]) if len(values) == 2 else None
 
 
-class RadiographAnalyser:
+class RadiographAnalyser(OwnsRunner):
     """Analyse one projection image as its pipeline file declares (classification and
     localisation from one probability map)."""
 
@@ -84,9 +84,6 @@ class RadiographAnalyser:
         self.settings = settings
         self.description = description
         self.runner = runner or make_runner(settings)
-
-    def close(self) -> None:
-        self.runner.close()
 
     def analyse_files(self, paths: Iterable[Path | str]) -> PipelineFindings:
         files = list(paths)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -444,6 +444,21 @@ class OnnxRuntimeRunner:
         feed = np.ascontiguousarray(batch, dtype=spec.numpy_dtype)
         out = sess.run([spec.output_name], {spec.input_name: feed})[0]
         return np.asarray(out, dtype=np.float32)
+
+
+class OwnsRunner:
+    """An analyser that owns its model runner: used as a context manager, it closes it."""
+
+    runner: ModelRunner
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def make_runner(settings: InferenceSettings) -> ModelRunner:
