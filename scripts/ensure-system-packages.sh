@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the gateway's tests and benchmarks use as real peers:
 # DCMTK (modality tools), Orthanc (a real PACS), dicom3tools (dciodvfy), PostgreSQL,
-# headless Chromium and its driver (the admin UI's browser tests).
+# headless Chromium and its driver (the admin UI's and OHIF's browser tests), PixelMed's
+# validators (DicomSRValidator, DicomInstanceValidator).
 # With arguments: install exactly those packages instead (e.g. python3-venv).
 set -euo pipefail
 if (($# > 0)); then
     packages=("$@")
 else
     packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server
-        chromium chromium-driver)
+        chromium chromium-driver pixelmed-apps)
     # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
     # ships it in a separate package.
     python="$(command -v python3 || true)"

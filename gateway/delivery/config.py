@@ -5,9 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 
 from gateway.ae_title import check_ae_title
+from gateway.results.forms import DEFAULT_FORMS, ResultForm, unique_forms
+
+
+def _default_forms() -> list[ResultForm]:
+    return list(DEFAULT_FORMS)
+
+
+# What the destination's viewer can show; the results are sent in each of these forms.
+Forms = Annotated[
+    list[ResultForm],
+    AfterValidator(unique_forms),
+    Field(
+        default_factory=_default_forms,
+        description="Result forms to send: seg_sr, gsps, sc, kos (default seg_sr).",
+    ),
+]
 
 
 class DestinationTLS(BaseModel):
@@ -41,6 +57,7 @@ class DicomDestination(BaseModel):
         default=None, description="Our AE title towards this peer; default dicom.ae_title."
     )
     tls: DestinationTLS | None = None
+    forms: Forms
 
     @field_validator("ae_title", "calling_ae_title")
     @classmethod
@@ -58,6 +75,7 @@ class DicomWebDestination(BaseModel):
     password: SecretStr | None = None
     token: SecretStr | None = Field(default=None, description="Bearer token.")
     ca_file: Path | None = None
+    forms: Forms
 
     @model_validator(mode="after")
     def _auth(self) -> DicomWebDestination:

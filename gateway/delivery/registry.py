@@ -7,7 +7,7 @@ or token) as given; nothing here logs them or puts them in an audit event or err
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.config import Destination, DicomWebDestination
 from gateway.models import DestinationRecord
+from gateway.results.forms import DEFAULT_FORMS, ResultForm
 
 SECRET_FIELDS = ("password", "token")
 _ADAPTER: TypeAdapter[Destination] = TypeAdapter(Destination)
@@ -172,3 +173,15 @@ def destination_names(connection: Connection, *, include_disabled: bool = False)
     if not include_disabled:
         query = query.where(DestinationRecord.enabled.is_(True))
     return list(connection.execute(query).scalars())
+
+
+def destination_forms(connection: Connection, names: Iterable[str]) -> dict[str, list[ResultForm]]:
+    """The result forms each named destination takes. A destination missing from the table or
+    failing validation gets the default forms: its deliveries then fail with that reason, as
+    they would without forms."""
+    forms: dict[str, list[ResultForm]] = {}
+    for name in names:
+        stored = destination_by_name(connection, name)
+        chosen = None if stored is None or stored.destination is None else stored.destination
+        forms[name] = list(DEFAULT_FORMS) if chosen is None else list(chosen.forms)
+    return forms

@@ -1,10 +1,11 @@
-"""One series' findings to its result objects (SEG when there is something to outline, SR
-always), written durably beside the spool."""
+"""One series' findings to its result objects in the forms the destinations take (SEG when
+there is something to outline and SR always; presentation state, secondary captures, key
+objects when there is a finding to show), written durably beside the spool."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,16 +16,27 @@ from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.findings import PipelineFindings
 from gateway.results.config import ResultsSettings
 from gateway.results.declared import ConvertibleFindings, declared
+from gateway.results.forms import DEFAULT_FORMS, ResultForm
 from gateway.results.identity import ResultUIDs
+from gateway.results.key_objects import build_key_object_selection
+from gateway.results.presentation_state import build_presentation_state
 from gateway.results.report import build_measurement_report
+from gateway.results.secondary_capture import build_secondary_captures
 from gateway.results.segmentation import build_segmentation
 from gateway.results.source import order_source_series
 from gateway.results.stored import StoredResult
+from gateway.results.viewer_findings import viewer_findings
+
+VIEWER_FORMS = {
+    ResultForm.PRESENTATION_STATE,
+    ResultForm.SECONDARY_CAPTURE,
+    ResultForm.KEY_OBJECTS,
+}
 
 
 @dataclass(frozen=True)
 class ResultObject:
-    kind: str  # "seg" or "sr"
+    kind: str  # "seg", "sr", "gsps", "sc" or "ko" (gateway.results.forms)
     dataset: Dataset
 
     @property
@@ -46,19 +58,40 @@ def build_results(
     settings: ResultsSettings,
     uids: ResultUIDs | None = None,
     description: PipelineDescription | None = None,
+    forms: Iterable[ResultForm] = DEFAULT_FORMS,
 ) -> list[ResultObject]:
-    """SEG (if any segment) then SR, as `description` (the findings' pipeline) declares.
-    Raises UnsupportedSeries with a reason code for a series a SEG cannot describe."""
+    """The objects of each form, as `description` (the findings' pipeline) declares: SEG (if
+    any segment) then SR; a presentation state, secondary captures and a key object selection
+    where there is a finding to show. Raises UnsupportedSeries with a reason code for a series
+    the objects cannot describe."""
+    wanted = set(forms)
     item = declared(findings, description)
     generic, description = item.findings, item.description
     source = order_source_series(
         source_datasets, generic.sop_instance_uids, description.accepts.geometry
     )
     uids = uids or ResultUIDs.for_findings(generic)
-    seg = build_segmentation(source, generic, uids, settings, description)
-    sr = build_measurement_report(source, generic, seg, uids, settings, description)
-    objects = [] if seg is None else [ResultObject("seg", seg[0])]
-    objects.append(ResultObject("sr", sr))
+    objects: list[ResultObject] = []
+    if ResultForm.SEG_SR in wanted:
+        seg = build_segmentation(source, generic, uids, settings, description)
+        sr = build_measurement_report(source, generic, seg, uids, settings, description)
+        if seg is not None:
+            objects.append(ResultObject("seg", seg[0]))
+        objects.append(ResultObject("sr", sr))
+    if not wanted & VIEWER_FORMS:
+        return objects
+    drawn = viewer_findings(source, item, settings)  # outlines found once for every form
+    if ResultForm.PRESENTATION_STATE in wanted:
+        gsps = build_presentation_state(source, item, uids, settings, drawn)
+        if gsps is not None:
+            objects.append(ResultObject("gsps", gsps))
+    if ResultForm.SECONDARY_CAPTURE in wanted:
+        captures = build_secondary_captures(source, item, uids, settings, drawn)
+        objects.extend(ResultObject("sc", sc) for sc in captures)
+    if ResultForm.KEY_OBJECTS in wanted:
+        ko = build_key_object_selection(source, item, uids, settings, drawn)
+        if ko is not None:
+            objects.append(ResultObject("ko", ko))
     return objects
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class ResultsSettings(BaseModel):
-    """How the SEG and SR name their maker and where they sit in the study."""
+    """How the result objects name their maker and where they sit in the study."""
 
     manufacturer: str = Field(default="PACS AI gateway", max_length=64)
     manufacturer_model_name: str = Field(default="pacs-gateway", max_length=64)
@@ -16,3 +16,24 @@ class ResultsSettings(BaseModel):
     institution_name: str | None = Field(default=None, max_length=64)
     seg_series_number: int = Field(default=9001, ge=1, le=2**31 - 1)
     sr_series_number: int = Field(default=9002, ge=1, le=2**31 - 1)
+    # The viewer forms (docs/viewer-forms.md): new series in the source's study.
+    gsps_series_number: int = Field(default=9003, ge=1, le=2**31 - 1)
+    sc_series_number: int = Field(default=9004, ge=1, le=2**31 - 1)
+    ko_series_number: int = Field(default=9005, ge=1, le=2**31 - 1)
+    gsps_series_description: str = Field(default="AI findings (presentation state)", max_length=64)
+    sc_series_description: str = Field(
+        default="AI key images - NOT FOR PRIMARY DIAGNOSIS", max_length=64
+    )
+    ko_series_description: str = Field(default="AI key images", max_length=64)
+    point_colour: tuple[int, int, int] = Field(
+        default=(255, 200, 0),
+        description="Colour [R, G, B] of localised findings (points on a radiograph) in the "
+        "presentation state and key images: their pipelines declare none.",
+    )
+
+    @field_validator("point_colour")
+    @classmethod
+    def _colour(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 0 <= c <= 255 for c in value):
+            raise ValueError(f"expected colour values 0-255, found {list(value)}")
+        return value

@@ -52,6 +52,30 @@ class ResultUIDs:
     def sr_instance(self) -> str:
         return self.uid("sr", "instance")
 
+    @property
+    def gsps_series(self) -> str:
+        return self.uid("gsps", "series")
+
+    @property
+    def gsps_instance(self) -> str:
+        return self.uid("gsps", "instance")
+
+    @property
+    def sc_series(self) -> str:
+        return self.uid("sc", "series")
+
+    def sc_instance(self, structure: str) -> str:
+        """The key image of one finding ('nodule-1')."""
+        return self.uid("sc", "instance", structure)
+
+    @property
+    def ko_series(self) -> str:
+        return self.uid("ko", "series")
+
+    @property
+    def ko_instance(self) -> str:
+        return self.uid("ko", "instance")
+
     def tracking(self, structure: str) -> str:
         """Tracking UID of a structure ('lung', 'nodule-1', or an image-level finding's
         name), shared by the SEG segment and the SR measurement group."""
@@ -60,6 +84,20 @@ class ResultUIDs:
     @property
     def device_observer(self) -> str:
         return derive_uid("device", *self.key[1:])
+
+
+def device_observer_context(uids: ResultUIDs, settings: ResultsSettings) -> hd.sr.ObserverContext:
+    """This gateway as the observer (TID 1004) of an SR or key object selection."""
+    return hd.sr.ObserverContext(
+        observer_type=codes.codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=uids.device_observer,
+            name=settings.manufacturer_model_name,
+            manufacturer_name=settings.manufacturer,
+            model_name=settings.manufacturer_model_name,
+            serial_number=settings.device_serial_number,
+        ),
+    )
 
 
 def algorithm_identification(model: ModelIdentity) -> hd.AlgorithmIdentificationSequence:

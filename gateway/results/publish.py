@@ -1,5 +1,5 @@
 """Results into the delivery queue: files written durably first, then their delivery rows and
-audit events in one transaction."""
+audit events in one transaction. Each destination gets the objects of the forms it takes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from sqlalchemy import Connection, Engine
 from gateway.audit import AuditKind, audit_row, record
 from gateway.database import writer_queue
 from gateway.delivery.ledger import queue_deliveries
-from gateway.delivery.registry import destination_names, seed_from_settings
+from gateway.delivery.registry import destination_forms, destination_names, seed_from_settings
 from gateway.dicom.spool import Spool
 from gateway.results.build import ResultObject, StoredResult, store_results
+from gateway.results.forms import ResultForm, kinds_of
 from gateway.settings import GatewaySettings
 
 
@@ -45,7 +46,8 @@ def write_results(settings: GatewaySettings, objects: Sequence[ResultObject]) ->
 def record_and_queue(
     connection: Connection, stored: Sequence[StoredResult], destinations: Sequence[str]
 ) -> None:
-    """Audit the stored objects and queue their deliveries, in the caller's transaction."""
+    """Audit the stored objects and queue to each destination those of the forms it takes, in
+    the caller's transaction."""
     for result in stored:
         record(
             connection,
@@ -57,4 +59,13 @@ def record_and_queue(
                 detail={"kind": result.kind, "series": result.series_instance_uid},
             ),
         )
-    queue_deliveries(connection, stored, destinations)
+    for destination, forms in destination_forms(connection, destinations).items():
+        kinds = kinds_of(forms)
+        queue_deliveries(connection, [r for r in stored if r.kind in kinds], [destination])
+
+
+def forms_needed(connection: Connection, destinations: Sequence[str]) -> set[ResultForm]:
+    """The forms to build: SEG and SR always (the gateway's own record of the run, shown on
+    the study page), and every other form one of the destinations takes."""
+    chosen = destination_forms(connection, destinations).values()
+    return {ResultForm.SEG_SR, *(form for forms in chosen for form in forms)}

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, insert, select, update
+from werkzeug.datastructures import MultiDict
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.database import writer_queue
@@ -22,8 +23,15 @@ from gateway.delivery.registry import (
     destination_config,
 )
 from gateway.models import DestinationRecord
+from gateway.results.forms import ResultForm
 
 KINDS = {"dicom": "DICOM C-STORE", "dicomweb": "DICOMweb STOW-RS"}
+FORM_TITLES = {
+    ResultForm.SEG_SR.value: "SEG + SR (OHIF, 3D Slicer, newer PACS viewers)",
+    ResultForm.PRESENTATION_STATE.value: "Presentation state on the source images (most viewers)",
+    ResultForm.SECONDARY_CAPTURE.value: "Secondary capture images, outlines burned in (any viewer)",
+    ResultForm.KEY_OBJECTS.value: "Key object selection of the key images",
+}
 
 
 class DestinationEditError(ValueError):
@@ -36,13 +44,16 @@ def _text(form: Mapping[str, str], key: str) -> str | None:
 
 
 def form_config(
-    kind: str, form: Mapping[str, str], stored: Mapping[str, Any] | None = None
+    kind: str, form: MultiDict[str, str], stored: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The `config` of a destination from the submitted form (and the stored config, whose
-    secrets a blank secret field keeps)."""
+    secrets a blank secret field keeps). No form ticked is an error, not the default: the
+    admin unticked everything."""
+    forms = form.getlist("forms")
     if kind == "dicom":
         ca_file = _text(form, "tls_ca_file")
         return {
+            "forms": forms,
             "ae_title": (form.get("ae_title") or "").strip(),
             "host": (form.get("host") or "").strip(),
             "port": (form.get("port") or "").strip(),
@@ -58,6 +69,7 @@ def form_config(
         }
     if kind == "dicomweb":
         config: dict[str, Any] = {
+            "forms": forms,
             "url": (form.get("url") or "").strip(),
             "username": _text(form, "username"),
             "ca_file": _text(form, "ca_file"),

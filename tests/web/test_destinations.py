@@ -19,6 +19,8 @@ PASSWORD = "pw-71c2-never-shown"
 
 
 def _post(client: FlaskClient, path: str, **data: object) -> tuple[int, str]:
+    """Posts a form; destination forms send the default result form unless told otherwise."""
+    data = {"forms": "seg_sr", **data}
     response = client.post(path, data={**data, "csrf_token": csrf(client)}, follow_redirects=True)
     return response.status_code, response.get_data(as_text=True)
 
@@ -176,3 +178,29 @@ def test_secrets_are_kept_when_left_blank_and_never_shown_or_audited(
         "token": "removed",
         "username": {"from": None, "to": "gw"},
     }
+
+
+def test_result_forms_are_chosen_per_destination(client_as: Client, engine: Engine) -> None:
+    admin = client_as("admin")
+    form = _get(admin, "/destinations/new")
+    assert 'id="form-seg_sr" checked' in form and 'id="form-gsps" >' in form
+    fields = {"name": "old-pacs", "kind": "dicom", "ae_title": "OLDPACS", "host": "10.0.0.7"}
+    status, page = _post(admin, "/destinations/new", **fields, port="104", forms=[])
+    assert status == 400 and "forms: Value error, expected at least one of" in page
+    status, page = _post(admin, "/destinations/new", **fields, port="104", forms=["gsps", "sc"])
+    assert status == 200 and "gsps, sc" in page  # the list shows them
+    row = _row(engine, "old-pacs")
+    assert row.config["forms"] == ["gsps", "sc"]
+
+    edit = f"/destinations/{row.id}/edit"
+    form = _get(admin, edit)
+    assert 'id="form-gsps" checked' in form and 'id="form-seg_sr" >' in form
+    status, page = _post(
+        admin, edit, ae_title="OLDPACS", host="10.0.0.7", port="104", forms=["kos", "pdf"]
+    )
+    assert status == 400 and "forms.1: Input should be" in page
+    assert _row(engine, "old-pacs").config["forms"] == ["gsps", "sc"]
+    status, _ = _post(admin, edit, ae_title="OLDPACS", host="10.0.0.7", port="104", forms="kos")
+    assert status == 200 and _row(engine, "old-pacs").config["forms"] == ["kos"]
+    changed = [d["changed"] for k, _, d in _audit(engine) if k == "destination.updated"]
+    assert changed == [{"forms": {"from": ["gsps", "sc"], "to": ["kos"]}}]

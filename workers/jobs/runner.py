@@ -33,7 +33,7 @@ from gateway.pipelines.registry import Pipeline
 from gateway.results.build import build_results
 from gateway.results.declared import ConvertibleFindings
 from gateway.results.identity import ResultUIDs
-from gateway.results.publish import record_and_queue, write_results
+from gateway.results.publish import forms_needed, record_and_queue, write_results
 from gateway.results.source import UnsupportedSeries, read_source_series
 from gateway.results.stored import StoredResult
 from gateway.settings import GatewaySettings
@@ -266,6 +266,7 @@ class JobRunner:
     ) -> list[StoredResult] | None:
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
+            forms = forms_needed(connection, job.destinations)
         if job.results_built_at is not None and job.summary and "results" in job.summary:
             return [StoredResult(**r) for r in job.summary["results"]]
         if self._cancelled(job_id):
@@ -279,6 +280,7 @@ class JobRunner:
             self.settings.results,
             uids,
             self.pipeline(job.pipeline).description,
+            forms,
         )
         stored = write_results(self.settings, objects)
         elapsed = round(time.perf_counter() - started, 3)

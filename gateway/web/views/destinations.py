@@ -16,9 +16,11 @@ from gateway.delivery.registry import (
     destination_by_name,
     stored_destinations,
 )
+from gateway.results.forms import DEFAULT_FORMS
 from gateway.web.context import web_context
 from gateway.web.destination_check import CheckResult, check_destination
 from gateway.web.destination_edits import (
+    FORM_TITLES,
     KINDS,
     DestinationEditError,
     create_destination,
@@ -66,6 +68,7 @@ def index() -> tuple[str, int]:
 def _shown(config: dict[str, Any]) -> dict[str, Any]:
     """Form values without secrets: only whether one is stored."""
     shown = {k: v for k, v in config.items() if k not in SECRET_FIELDS}
+    shown.setdefault("forms", [f.value for f in DEFAULT_FORMS])  # rows saved before forms
     tls = config.get("tls") or {}
     shown.update(
         {
@@ -88,6 +91,7 @@ def _submitted(stored: dict[str, Any] | None) -> dict[str, Any]:
     }
     shown["enabled"] = form.get("enabled") == "on"
     shown["tls_check_hostname"] = form.get("tls_check_hostname") == "on"
+    shown["forms"] = form.getlist("forms")
     for field in SECRET_FIELDS:
         shown[f"{field}_stored"] = bool(stored and stored.get(field) is not None)
     return shown
@@ -96,7 +100,11 @@ def _submitted(stored: dict[str, Any] | None) -> dict[str, Any]:
 def _form(values: dict[str, Any], destination_id: int | None, code: int = 200) -> tuple[str, int]:
     return (
         render_template(
-            "destination_form.html", d=values, destination_id=destination_id, kinds=KINDS
+            "destination_form.html",
+            d=values,
+            destination_id=destination_id,
+            kinds=KINDS,
+            forms=FORM_TITLES,
         ),
         code,
     )
@@ -107,7 +115,8 @@ def _form(values: dict[str, Any], destination_id: int | None, code: int = 200) -
 def new() -> Any:
     context = web_context()
     if request.method == "GET":
-        return _form({"kind": "dicom", "enabled": True, "tls_check_hostname": True}, None)
+        defaults = {"kind": "dicom", "enabled": True, "tls_check_hostname": True}
+        return _form({**defaults, "forms": [f.value for f in DEFAULT_FORMS]}, None)
     name = request.form.get("name", "").strip()
     kind = request.form.get("kind", "")
     try:
