@@ -17,7 +17,6 @@ from typing import Any
 import highdicom as hd
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
@@ -33,6 +32,7 @@ from gateway.models import TERMINAL_JOB_STATES, Job, Study
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.phantom.radiograph import make_radiograph
 from gateway.phantom.radiograph_dicom import write_radiograph
+from gateway.results.reading import reported_image_findings
 from gateway.settings import GatewaySettings
 
 SELFTEST_DESTINATION = "selftest"
@@ -184,12 +184,11 @@ def _selftest_radiograph(
         sr = _wait_for_results(received, study_uid, started + limit, ("SR",))["SR"]
         total_s = time.monotonic() - started
     regions = sr.content.get_planar_roi_measurement_groups()
-    images = sr.content.get_image_measurement_groups()
-    evaluations = [e.value for g in images for e in g.get_qualitative_evaluations()]
-    if evaluations != [codes.SCT.Present] or not regions:
+    evaluations = ["Present" if f.present else "Absent" for f in reported_image_findings(sr)]
+    if evaluations != ["Present"] or not regions:
         raise SelftestFailed(
             f"expected the nodule Present with a region on the radiograph, found "
-            f"{[e.meaning for e in evaluations]} and {len(regions)} region(s)"
+            f"{evaluations} and {len(regions)} region(s)"
         )
     report = [
         f"study {study_uid}: 1 DX image sent",

@@ -382,7 +382,8 @@ class Report(_Strict):
     """How the SEG and SR present themselves."""
 
     procedure: CodeDescription = Field(
-        description="Procedure reported (LOINC), e.g. 24627-2 CT Chest."
+        description="SR Procedure reported, from CID 100 (TID 1500 takes it from there; "
+        "PixelMed checks it), e.g. LN 25045-6 CT unspecified body region."
     )
     seg_series_description: str = Field(max_length=64, description="SEG Series Description.")
     seg_content_label: str = Field(

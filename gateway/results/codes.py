@@ -13,9 +13,10 @@ VOLUME = codes.SCT.Volume
 DIAMETER = codes.SCT.Diameter
 MAXIMUM = codes.SCT.Maximum
 MEAN = codes.SCT.Mean
-LONG_AXIS = codes.SCT.LongAxis
-SHORT_AXIS = codes.SCT.ShortAxis
-CENTER = codes.DCM.Center
+# Meanings as CID 7470 (Linear Measurements) spells them; pydicom's dictionary has 'Long
+# axis'. OHIF's Bidirectional reader (@cornerstonejs/adapters) finds the NUMs by this text.
+LONG_AXIS = Code("103339001", "SCT", "Long Axis")
+SHORT_AXIS = Code("103340004", "SCT", "Short Axis")
 PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
 PROBABILITY = codes.DCM.Probability
@@ -24,6 +25,12 @@ PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment
 CUBIC_MILLIMETER = Code("mm3", "UCUM", "cubic millimeter")
 MILLIMETER = Code("mm", "UCUM", "millimeter")
 NO_UNITS = Code("1", "UCUM", "no units")
+# TID 1500 rows 12-14: statements about the images outside any measurement group.
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+# The Tracking Identifier under which OHIF (Cornerstone3D) writes, and reads back into its
+# measurement list, a long and short axis pair; ':<title>' may follow.
+CORNERSTONE_BIDIRECTIONAL = "Cornerstone3DTools@^0.1.0:Bidirectional"
+SOURCE_SERIES_FOR_SEGMENTATION = codes.DCM.SourceSeriesForSegmentation.meaning
 
 
 @dataclass(frozen=True)

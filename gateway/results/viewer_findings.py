@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import highdicom as hd
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
@@ -23,6 +22,7 @@ from gateway.pipelines.findings import PointFinding, SegmentFinding
 from gateway.pipelines.measure import label_components, segment_mask
 from gateway.results.config import ResultsSettings
 from gateway.results.declared import DeclaredFindings
+from gateway.results.image_plane import image_coordinates
 from gateway.results.outline import mask_outlines
 from gateway.results.segmentation import segment_title
 from gateway.results.source import SourceSeries
@@ -81,20 +81,6 @@ def copy_anatomy(image: Dataset, into: Dataset) -> None:
             setattr(into, keyword, image.get(keyword))
     if "BodyPartExamined" not in into and "Laterality" not in into:
         into.Laterality = None
-
-
-def patient_to_pixels(image: Dataset, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Patient coordinates (N, 3, LPS mm) to (column, row) pixel coordinates on `image`,
-    projected onto its plane: an axis measured on this slice lies in it up to the stacking
-    of the volume it was measured in (uneven slice spacing within tolerance moves a point
-    along the normal, never within the plane)."""
-    transform = hd.spatial.ReferenceToImageTransformer(
-        image_position=[float(v) for v in image.ImagePositionPatient],
-        image_orientation=[float(v) for v in image.ImageOrientationPatient],
-        pixel_spacing=[float(v) for v in image.PixelSpacing],
-    )
-    mapped = transform(np.asarray(points_mm, dtype=np.float64))
-    return np.asarray(mapped[:, :2], dtype=np.float64)
 
 
 def _format_mm(value: float) -> str:
@@ -162,7 +148,7 @@ def _segment_finding(
         if axes is not None and index == key_slice:
             image = source.datasets[index]
             lines = tuple(
-                patient_to_pixels(image, np.array(points, dtype=np.float64))
+                image_coordinates(image, np.array(points, dtype=np.float64))
                 for points in (axes.long_axis_points, axes.short_axis_points)
             )
         slices.append(SliceGraphics(int(index), tuple(mask_outlines(mask[index])), lines))

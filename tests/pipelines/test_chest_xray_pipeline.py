@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 from gateway.models import JobState
 from gateway.phantom.radiograph import Radiograph, make_radiograph
 from gateway.phantom.radiograph_dicom import write_radiograph
+from gateway.results.reading import reported_image_findings
 from gateway.selftest import SELFTEST_AE, SELFTEST_DESTINATION, selftest
 from tests.conftest import GATEWAY_AE, free_port
 from tests.integration.orthanc import Orthanc
@@ -78,10 +79,9 @@ def _sr_of(pacs: Orthanc, study_uid: str, tmp: Path) -> hd.sr.Comprehensive3DSR:
 
 
 def _image_finding(sr: hd.sr.Comprehensive3DSR) -> tuple[float, Any]:
-    (group,) = sr.content.get_image_measurement_groups()
-    (probability,) = group.get_measurements(name=codes.DCM.Probability)
-    (evaluation,) = group.get_qualitative_evaluations()
-    return float(probability.value), evaluation.value
+    (finding,) = reported_image_findings(sr)
+    assert finding.probability is not None
+    return finding.probability, codes.SCT.Present if finding.present else codes.SCT.Absent
 
 
 def test_dx_study_gets_an_sr_with_the_nodule_drawn_on_the_image(

@@ -14,7 +14,6 @@ import pytest
 from numpy.typing import NDArray
 from onnx import TensorProto, helper
 from pydantic import ValidationError
-from pydicom.sr.codedict import codes
 
 from gateway.inference_config import InferenceSettings
 from gateway.phantom import make_phantom, write_ct_series
@@ -22,6 +21,7 @@ from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.registry import load_pipeline_file
 from gateway.results.build import build_results, store_results
 from gateway.results.config import ResultsSettings
+from gateway.results.reading import reported_image_findings
 from gateway.results.source import read_source_series
 from tests.results.validation import dciodvfy_errors
 from workers.inference.errors import PermanentInferenceError
@@ -176,14 +176,10 @@ def test_generic_segmentation_and_classification(
     sr = hd.sr.srread(stored["sr"])
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == ["Tissue 1"]  # air: report = false
-    (group,) = sr.content.get_image_measurement_groups()
-    assert group.tracking_identifier == "Tissue classification"
-    (probability,) = group.get_measurements(name=codes.DCM.Probability)
-    assert probability.value == pytest.approx(image.probability, abs=1e-4)
-    (evaluation,) = group.get_qualitative_evaluations(
-        name=hd.sr.CodedConcept("85756007", "SCT", "Tissue")
-    )
-    assert evaluation.value == codes.SCT.Present
+    assert sr.content.get_image_measurement_groups() == []
+    (finding,) = reported_image_findings(sr)
+    assert finding.finding == ("85756007", "SCT", "Tissue") and finding.present
+    assert finding.probability == pytest.approx(image.probability, abs=1e-4)
 
 
 def test_generic_analyser_applies_a_declared_refine(tmp_path: Path) -> None:

@@ -23,7 +23,15 @@ from gateway.pipelines.description import PipelineDescription
 from gateway.results.build import build_results
 from gateway.results.config import ResultsSettings
 from gateway.results.identity import ResultUIDs
+from gateway.results.reading import reported_image_findings
 from tests.inference.conftest import MODEL_REPOSITORY
+from tests.results.ohif_rules import ohif_measurements
+from tests.results.pixelmed import (
+    ours,
+    outside_measurement_groups,
+    sr_copies_by_template,
+    sr_validator_messages_many,
+)
 from tests.results.validation import dciodvfy_errors
 from workers.inference.radiograph import RadiographAnalyser
 from workers.jobs.findings_store import load_findings, save_findings
@@ -72,6 +80,9 @@ def test_cr_radiograph_sr_is_valid_on_the_nodule_and_rebuilt_the_same(tmp_path: 
     sr_object.dataset.save_as(sr_path, enforce_file_format=True)
     assert dciodvfy_errors(sr_path)[1] == []
     sr = hd.sr.srread(sr_path)
+    _assert_pixelmed_and_ohif_accept(sr_path, str(header.SOPInstanceUID), tmp_path)
+    (reported,) = reported_image_findings(sr)
+    assert reported.present and reported.probability == pytest.approx(image.probability, abs=1e-4)
     (truth,) = rad.nodules
     spacing = rad.geometry.spacing_mm
     centres = _circle_centres(sr)
@@ -90,6 +101,22 @@ def test_cr_radiograph_sr_is_valid_on_the_nodule_and_rebuilt_the_same(tmp_path: 
     tracking = [g.tracking_uid for g in rebuilt.content.get_planar_roi_measurement_groups()]
     assert tracking == [g.tracking_uid for g in sr.content.get_planar_roi_measurement_groups()]
     assert _circle_centres(rebuilt) == centres
+
+
+def _assert_pixelmed_and_ohif_accept(sr_path: Path, image_uid: str, tmp_path: Path) -> None:
+    """PixelMed: nothing of ours in the report, nor in each TID 1410 group on its own (it
+    checks several TID 1410 groups as TID 1501; tests/results/pixelmed.py). OHIF: each
+    finding one measurement drawn on the radiograph, labelled with its probability."""
+    copies = sr_copies_by_template(sr_path, tmp_path / "copies")
+    messages = sr_validator_messages_many([sr_path, *copies.values()])
+    assert ours(outside_measurement_groups(sr_path, messages[sr_path])) == []
+    assert {name: ours(messages[p]) for name, p in copies.items()} == {n: [] for n in copies}
+    assert copies and all(name.startswith("tid1410-") for name in copies)
+    measurements = ohif_measurements(pydicom.dcmread(sr_path))
+    assert len(measurements) == len(copies)
+    for m in measurements:
+        assert m.problems == [] and m.tid1410_style
+        assert m.labels == ["Probability"] and m.first_image_uid == image_uid
 
 
 def _saved(dataset: pydicom.Dataset, path: Path) -> Path:

@@ -11,10 +11,12 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from gateway.pipelines.lung_nodules import pipeline as lung_nodules_pipeline
 from gateway.pipelines.lung_nodules.findings import NoduleFinding
 from gateway.results.build import ResultObject, build_results, store_results
 from gateway.results.config import ResultsSettings
 from gateway.results.identity import ResultUIDs
+from gateway.results.reading import reported_image_findings
 from gateway.results.segmentation import segment_masks
 from gateway.results.source import read_source_series
 from tests.results.cases import (
@@ -23,6 +25,7 @@ from tests.results.cases import (
     pydicom_ct_case,
     tilted_case,
 )
+from tests.results.ohif_rules import ohif_measurements
 from tests.results.validation import dciodvfy_errors, read_strict
 
 SETTINGS = ResultsSettings(institution_name="Test Hospital")
@@ -164,18 +167,11 @@ def test_sr_groups_reference_their_seg_segments(built: tuple[Case, dict[str, Pat
             segment_numbers=[number],
         )
         assert int(mask.astype(bool).sum()) == nodule.voxel_count
-    classification = report.get_planar_roi_measurement_groups()  # none expected
-    assert classification == []
-    others = [
-        g
-        for g in report.get_image_measurement_groups()
-        if g.tracking_identifier == "Nodule classification"
-    ]
-    assert len(others) == 1
-    (probability,) = others[0].get_measurements(name=codes.DCM.Probability)
-    assert probability.value == pytest.approx(case.findings.nodule_probability, abs=1e-4)
-    (evaluation,) = others[0].get_qualitative_evaluations(name=codes.SCT.Nodule)
-    assert evaluation.value == codes.SCT.Present
+    assert report.get_planar_roi_measurement_groups() == []
+    # the image-level classification: report-level qualitative evaluations, no group
+    (finding,) = reported_image_findings(sr)
+    assert finding.finding == ("27925004", "SCT", "Nodule") and finding.present
+    assert finding.probability == pytest.approx(case.findings.nodule_probability, abs=1e-4)
     evidence = {
         item.SeriesInstanceUID
         for item in sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
@@ -184,6 +180,22 @@ def test_sr_groups_reference_their_seg_segments(built: tuple[Case, dict[str, Pat
 
 
 MM = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
+SHORT_AXIS = hd.sr.CodedConcept("103340004", "SCT", "Short Axis")
+
+
+def patient_mm(image: pydicom.Dataset, column_row: np.ndarray) -> np.ndarray:
+    """SCOORD (column, row) image coordinates, 0.0 = top left corner of the top left pixel,
+    to patient coordinates (PS3.3 C.7.6.2.1.1), from the image's header alone."""
+    position = np.array([float(v) for v in image.ImagePositionPatient])
+    orientation = np.array([float(v) for v in image.ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in image.PixelSpacing)
+    centre = np.asarray(column_row, dtype=float) - 0.5  # pixel indices of the centres
+    return (
+        position
+        + centre[:, :1] * column_spacing * orientation[:3]
+        + centre[:, 1:2] * row_spacing * orientation[3:]
+    )
 
 
 def assert_nodule_measurements(
@@ -192,46 +204,86 @@ def assert_nodule_measurements(
     case: Case,
     report: hd.sr.MeasurementReport,
 ) -> None:
-    """Volume, long and short axis and their mean (Lung-RADS) with their codes and UCUM
-    units; a group of the same finding with each axis inferred from its end points on its
-    slice, and the centre as a POINT."""
+    """The volume in the volumetric group; long and short axis and their mean (Lung-RADS)
+    in the key-slice group of the same finding, each axis a 2-point SCOORD POLYLINE on its
+    key slice whose pixel coordinates map back to the measured end points within 0.01 mm,
+    the mean inferred from both lines."""
     measured = {m.name: m for m in group.get_measurements()}
-    assert set(measured) == {
-        codes.SCT.Volume,
-        codes.SCT.LongAxis,
-        codes.SCT.ShortAxis,
-        codes.SCT.Diameter,
-    }
+    assert set(measured) == {codes.SCT.Volume}
     volume = measured[codes.SCT.Volume]
     assert volume.unit == hd.sr.CodedConcept("mm3", "UCUM", "cubic millimeter")
     assert volume.value == pytest.approx(nodule.volume_mm3, abs=0.1)
-    mean = measured[codes.SCT.Diameter]
+    assert volume[0].get("ContentSequence") is None  # OHIF labels only NUMs without children
+    (key,) = [
+        g for g in report.get_image_measurement_groups() if g.tracking_uid == group.tracking_uid
+    ]
+    assert (
+        key.tracking_identifier == f"Cornerstone3DTools@^0.1.0:Bidirectional:Nodule {nodule.index}"
+    )
+    placed = {m.name: m for m in key.get_measurements()}
+    assert list(placed) == [LONG_AXIS, SHORT_AXIS, codes.SCT.Diameter]  # long axis first
+    assert [m.name.meaning for m in key.get_measurements()][:2] == ["Long Axis", "Short Axis"]
+    mean = placed[codes.SCT.Diameter]
     assert mean.unit == MM and mean.derivation == codes.SCT.Mean
     assert mean.value == pytest.approx((nodule.long_axis_mm + nodule.short_axis_mm) / 2, abs=0.051)
     assert mean.value == nodule.mean_diameter_mm
-    (where,) = [
-        g for g in report.get_image_measurement_groups() if g.tracking_uid == group.tracking_uid
-    ]
-    placed = {m.name: m for m in where.get_measurements()}
     axes = nodule.axial_axes
     assert axes is not None and axes.sop_instance_uid in case.findings.sop_instance_uids
+    headers = {str(ds.SOPInstanceUID): ds for ds in read_source_series(case.paths)}
+    lines = []
     for concept, value, points in (
-        (codes.SCT.LongAxis, nodule.long_axis_mm, axes.long_axis_points),
-        (codes.SCT.ShortAxis, nodule.short_axis_mm, axes.short_axis_points),
+        (LONG_AXIS, nodule.long_axis_mm, axes.long_axis_points),
+        (SHORT_AXIS, nodule.short_axis_mm, axes.short_axis_points),
     ):
-        for item in (measured[concept], placed[concept]):
-            assert item.unit == MM and item.value == pytest.approx(value, abs=0.051)
-        (image,) = placed[concept].referenced_images
-        assert image.referenced_sop_instance_uid == axes.sop_instance_uid
-        line = placed[concept].referenced_coordinates[0]
-        assert line.graphic_type == hd.sr.GraphicTypeValues3D.POLYLINE
-        assert line.ReferencedFrameOfReferenceUID == case.findings.frame_of_reference_uid
-        np.testing.assert_allclose(line.value, np.array(points), atol=1e-3)
-        assert np.linalg.norm(line.value[1] - line.value[0]) == pytest.approx(value, abs=1e-3)
-    centre = placed[codes.SCT.LongAxis].referenced_coordinates[1]
-    assert centre.graphic_type == hd.sr.GraphicTypeValues3D.POINT
-    assert centre.name == codes.DCM.Center
-    np.testing.assert_allclose(centre.value, [nodule.centroid_patient_mm], atol=1e-3)
+        item = placed[concept]
+        assert item.unit == MM and item.value == pytest.approx(value, abs=0.051)
+        (line,) = item.referenced_coordinates
+        assert line.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert line.value.shape == (2, 2)
+        (selected_from,) = line.ContentSequence
+        (image,) = selected_from.ReferencedSOPSequence
+        assert image.ReferencedSOPInstanceUID == axes.sop_instance_uid  # on its key slice
+        back = patient_mm(headers[axes.sop_instance_uid], line.value)
+        np.testing.assert_allclose(back, np.array(points), atol=0.01)
+        assert np.linalg.norm(back[1] - back[0]) == pytest.approx(value, abs=0.01)
+        lines.append(line.value)
+    both = [c.value for c in mean.referenced_coordinates]
+    assert len(both) == 2
+    for drawn, line in zip(both, lines, strict=True):
+        np.testing.assert_array_equal(drawn, line)
+
+
+def test_ohif_reads_each_nodule_as_one_labelled_measurement_on_its_key_slice(
+    built: tuple[Case, dict[str, Path]],
+) -> None:
+    """OHIF 3.13's SR reading (tests/results/ohif_rules.py): per nodule one measurement whose
+    NUMs all give labels and whose first coordinates are the long axis on the key slice; no
+    measurement without coordinates (it would stop OHIF loading the SR)."""
+    case, paths = built
+    measurements = ohif_measurements(pydicom.dcmread(paths["sr"]))
+    assert [m.problems for m in measurements] == [[] for _ in measurements]
+    assert len(measurements) == len(case.findings.nodules)
+    for m, nodule in zip(measurements, case.findings.nodules, strict=True):
+        assert m.tracking_identifier.endswith(f":Nodule {nodule.index}")
+        assert not m.tid1410_style
+        assert m.labels == ["Long Axis", "Short Axis", "Diameter", "Volume"]
+        assert nodule.axial_axes is not None
+        assert m.first_image_uid == nodule.axial_axes.sop_instance_uid
+
+
+def test_seg_segments_carry_the_declared_colours(built: tuple[Case, dict[str, Path]]) -> None:
+    """RecommendedDisplayCIELabValue of each segment is the pipeline file's colour."""
+    _, paths = built
+    seg = pydicom.dcmread(paths["seg"], stop_before_pixels=True)
+    description = lung_nodules_pipeline().description
+    colours = {d.title: d.colour for d in description.segments}
+    assert len(seg.SegmentSequence) >= 2
+    for segment in seg.SegmentSequence:
+        title = str(segment.SegmentLabel).split(" ")[0]
+        stored = [int(v) for v in segment.RecommendedDisplayCIELabValue]
+        assert stored == list(hd.color.CIELabColor.from_rgb(*colours[title]).value)
+        rgb = hd.color.CIELabColor.from_dicom_value(stored).to_rgb()
+        assert np.allclose(rgb, colours[title], atol=1), (title, rgb)
 
 
 def test_uids_are_derived_from_series_pipeline_and_models(tmp_path: Path) -> None:
@@ -261,6 +313,7 @@ def test_nothing_to_outline_gives_an_sr_without_seg(tmp_path: Path) -> None:
     iod, errors = dciodvfy_errors(tmp_path / "out" / path.relative_path)
     assert (iod, errors) == ("Comprehensive3DSR", [])
     sr = hd.sr.srread(tmp_path / "out" / path.relative_path)
-    (group,) = sr.content.get_image_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations(name=codes.SCT.Nodule)
-    assert evaluation.value == codes.SCT.Absent
+    assert sr.content.get_image_measurement_groups() == []
+    (finding,) = reported_image_findings(sr)
+    assert not finding.present and finding.probability == pytest.approx(0.1)
+    assert ohif_measurements(sr) == []
