@@ -29,7 +29,7 @@ from gateway.pipelines.findings import (
     PointFinding,
     SegmentFinding,
 )
-from gateway.pipelines.measure import AXIAL
+from gateway.pipelines.measure import AXIAL, segment_mask
 from gateway.results import codes
 from gateway.results.config import ResultsSettings
 from gateway.results.declared import ConvertibleFindings, DeclaredFindings, code, declared
@@ -40,6 +40,7 @@ from gateway.results.identity import (
     sr_algorithm,
 )
 from gateway.results.image_plane import image_coordinates
+from gateway.results.outline import mask_outlines
 from gateway.results.segmentation import segment_title
 from gateway.results.source import SourceSeries
 
@@ -199,10 +200,50 @@ def _segment_groups(
     if key_slice is not None and placed:
         # First: OHIF takes the merged measurement's tracking identifier from the first group.
         groups.append(_key_slice_group(segment, key_slice, placed, item, uids))
+    else:
+        # Nothing measured on a slice: without a region of its own OHIF 3.13 stops loading
+        # the whole SR at this finding, so its outline on its largest slice goes first.
+        outline = _outline_group(segment, source, item, uids)
+        if outline is not None:
+            groups.append(outline)
     groups.append(
         _volumetric_group(segment, segment_number, seg, source, item, uids, frozenset(placed))
     )
     return groups
+
+
+def _outline_group(
+    segment: SegmentFinding, source: SourceSeries, item: DeclaredFindings, uids: ResultUIDs
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | None:
+    """TID 1410, same tracking UID as the finding's TID 1411 group: the finding's outer
+    outline on the slice where it is largest (closed SCOORD POLYLINE SELECTED FROM that
+    slice); None for a finding without voxels."""
+    mask = segment_mask(item.findings.labels, segment)
+    areas = mask.sum(axis=(1, 2))
+    if not areas.any():
+        return None
+    index = int(np.argmax(areas))
+    image = source.datasets[index]
+    declared_segment = item.description.segment(segment.label)
+    region = declared_segment.anatomic_region
+    assert item.description.segmentation is not None  # segments imply a segmentation
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uids.tracking(segment.key), identifier=segment_title(item.description, segment)
+        ),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=mask_outlines(mask[index])[0],  # largest first
+            source_image=hd.sr.SourceImageForRegion(
+                str(image.SOPClassUID), str(image.SOPInstanceUID)
+            ),
+        ),
+        finding_type=code(declared_segment.type),
+        finding_sites=None
+        if region is None
+        else [hd.sr.FindingSite(anatomic_location=code(region))],
+        algorithm_id=sr_algorithm(model_of(item, item.description.segmentation.model)),
+    )
 
 
 def _probability(

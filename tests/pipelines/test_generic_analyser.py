@@ -10,6 +10,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import onnx
+import pydicom
 import pytest
 from numpy.typing import NDArray
 from onnx import TensorProto, helper
@@ -23,6 +24,7 @@ from gateway.results.build import build_results, store_results
 from gateway.results.config import ResultsSettings
 from gateway.results.reading import reported_image_findings
 from gateway.results.source import read_source_series
+from tests.results.ohif_rules import ohif_measurements
 from tests.results.validation import dciodvfy_errors
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.generic import DescribedAnalyser
@@ -176,6 +178,11 @@ def test_generic_segmentation_and_classification(
     sr = hd.sr.srread(stored["sr"])
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == ["Tissue 1"]  # air: report = false
+    # No axes declared: the finding's outline on a slice lets OHIF load and draw it.
+    (outline,) = sr.content.get_planar_roi_measurement_groups()
+    assert outline.tracking_uid == groups[0].tracking_uid
+    (measurement,) = ohif_measurements(pydicom.dcmread(stored["sr"]))
+    assert measurement.problems == [] and measurement.labels == ["Volume", "Diameter"]
     assert sr.content.get_image_measurement_groups() == []
     (finding,) = reported_image_findings(sr)
     assert finding.finding == ("85756007", "SCT", "Tissue") and finding.present
