@@ -66,6 +66,22 @@ class AuditKind(enum.StrEnum):
     DESTINATION_ENABLED = "destination.enabled"
     DESTINATION_DISABLED = "destination.disabled"
     SPOOL_ORPHANS_REMOVED = "spool.orphans_removed"  # files no instance row names, past grace
+    DICOMWEB_REQUEST = "dicomweb.request"  # one per request: client, route, UIDs, outcome
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    PULL_RUN_QUEUED = "pull.run_queued"
+    PULL_RUN_STARTED = "pull.run_started"
+    PULL_RUN_FINISHED = "pull.run_finished"
+    PULL_RUN_FAILED = "pull.run_failed"
+    PULL_DRY_RUN = "pull.dry_run"
+    PULL_STUDY_PULLED = "pull.study_pulled"
+    PULL_STUDY_FAILED = "pull.study_failed"
+    PULL_RETRY = "pull.retry"
+    PRIOR_REQUESTED = "prior.requested"
+    PRIOR_FOUND = "prior.found"
+    PRIOR_NONE = "prior.none"
+    PRIOR_TIMED_OUT = "prior.timed_out"
+    PRIOR_FAILED = "prior.failed"
 
 
 class Outcome(enum.StrEnum):

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(pipelines)
     pipelines.add_argument("action", nargs="?", choices=["check"], help="check a file")
     pipelines.add_argument("file", nargs="?", type=Path, help="pipeline file (TOML)")
+    text = "pull studies from the source archive (pull.source): by accession number, Study "
+    text += "Instance UID or date range; --dry-run lists them and the rule for each"
+    pull = commands.add_parser("pull", help=text, description=text)
+    _common_options(pull)
+    from gateway.pull.cli import add_arguments as add_pull_arguments
+
+    add_pull_arguments(pull)
     text = "run the admin web UI (binds web.host, default 127.0.0.1, on --http-port)"
     web = commands.add_parser("web", help=text, description=text)
     _common_options(web)
@@ -201,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return check_file(args.file, sys.stdout)
         return list_pipelines(settings, sys.stdout)
+    if args.command == "pull":
+        from gateway.pull.cli import run_pull_command
+
+        return run_pull_command(args, settings)
     if args.command == "create-admin":
         return _create_admin(args, settings)
     if args.command == "web":

@@ -70,6 +70,12 @@ class Study(Base):
     series_held_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), doc="When the hold began (its deadline counts from here)."
     )
+    accession_number_hash: Mapped[str | None] = mapped_column(
+        String(64), index=True, doc="HMAC-SHA256 of the Accession Number (gateway/patient_index)."
+    )
+    patient_id_hash: Mapped[str | None] = mapped_column(
+        String(64), index=True, doc="HMAC-SHA256 of the Patient ID (gateway/patient_index)."
+    )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
 
@@ -318,3 +324,93 @@ class LoginFailure(Base):
         Index("ix_login_failures_username", "username", "occurred_at"),
         Index("ix_login_failures_address", "source_address", "occurred_at"),
     )
+
+
+class ApiToken(Base):
+    """A DICOMweb client's credential. Only the SHA-256 of the secret is kept (the secret is
+    shown once, when made); a revoked token keeps its row (who, when) and signs nobody in."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_name: Mapped[str] = mapped_column(
+        String(16), unique=True, doc="Also the calling AE title of what it stores."
+    )
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16), doc="store, read or both")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class PullRun(Base):
+    """A retrospective run: studies found on the source archive by a query (accession
+    numbers, Study Instance UIDs, or a date range and modality), fetched in batches. Once
+    resolved to studies, the accession numbers in `criteria` are replaced by their count."""
+
+    __tablename__ = "pull_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), doc="queued, running, done or failed")
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSON)
+    transport: Mapped[str] = mapped_column(String(16), doc="c-move, c-get or wado-rs")
+    requested_by: Mapped[str] = mapped_column(String(128))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    studies_total: Mapped[int] = mapped_column(Integer, default=0)
+    studies_pulled: Mapped[int] = mapped_column(Integer, default=0)
+    studies_failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PulledStudy(Base):
+    """One study of a run (its batch) or a prior of a job: `pulled` only once every instance
+    the source listed is stored. Until then, or after a failed pull, the study is not routed."""
+
+    __tablename__ = "pulled_studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("pull_runs.id", ondelete="CASCADE"))
+    batch: Mapped[int | None] = mapped_column(Integer, doc="1-based batch of the run.")
+    purpose: Mapped[str] = mapped_column(String(16), doc="retrospective or prior")
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    state: Mapped[str] = mapped_column(String(16), doc="pending, pulled or failed")
+    instances_listed: Mapped[int | None] = mapped_column(Integer)
+    instances_stored: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pulled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_pulled_studies_run_batch", "run_id", "batch"),)
+
+
+class JobPrior(Base):
+    """The prior a job asked for (its rule's `prior`): the job is not sent to the workers
+    while `waiting`, until `deadline_at`; then it records which prior it used, or why none."""
+
+    __tablename__ = "job_priors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, doc="The follow-up study.")
+    state: Mapped[str] = mapped_column(
+        String(16), doc="waiting, found, none, timed_out, failed or skipped"
+    )
+    prior_study_instance_uid: Mapped[str | None] = mapped_column(UID)
+    reason: Mapped[str | None] = mapped_column(Text)
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When a puller took it (a lease: a dead one's lapses)."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_job_priors_state", "state"),)

@@ -28,6 +28,7 @@ from gateway.dicom.listener import Listener, listener_endpoints, start_listener
 from gateway.jobs.router import StudyRouter
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
+from gateway.pull.worker import PullWorker
 from gateway.settings import GatewaySettings
 from gateway.spool_hygiene import SpoolHygiene
 
@@ -139,6 +140,8 @@ def serve(
     for thread in threads:
         thread.daemon = True
         thread.start()
+    if settings.pull.source is not None:  # pull runs from the UI and API, and priors
+        threads += PullWorker(settings, engine).start(stop)
     if on_ready is not None:
         on_ready(ports)
     try:

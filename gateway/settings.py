@@ -24,8 +24,10 @@ from pydantic_settings import (
 
 from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
+from gateway.dicomweb.config import DicomWebServerSettings
 from gateway.inference_config import InferenceSettings
 from gateway.pipelines.registry import PipelineRegistry, PipelineRegistrySettings
+from gateway.pull.config import PullSettings
 from gateway.queue.config import QueueSettings
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
@@ -226,6 +228,8 @@ class GatewaySettings(BaseSettings):
         description="Where pipelines (model plug-ins) come from: pipeline files and entry points.",
     )
     web: WebSettings = Field(default_factory=WebSettings)
+    dicomweb: DicomWebServerSettings = Field(default_factory=DicomWebServerSettings)
+    pull: PullSettings = Field(default_factory=PullSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,7 @@ header says one thing and whose body says another is never stored.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -53,6 +53,10 @@ class InstanceHeader:
     slice_position: float | None = None  # ImagePositionPatient along the slice normal, mm
     images_in_acquisition: int | None = None  # (0020,1002), when the sender sets it
     acquisition_number: int | None = None
+    # Patient identity, only for its keyed hash (gateway/patient_index.py): never in a repr,
+    # a log line or a column.
+    accession_number: str | None = field(default=None, repr=False)
+    patient_id: str | None = field(default=None, repr=False)
 
 
 def check_uid(name: str, value: object) -> str:
@@ -225,6 +229,8 @@ def read_header(
             slice_position=_slice_position(ds),
             images_in_acquisition=_number(ds, "ImagesInAcquisition", int),  # type: ignore[arg-type]
             acquisition_number=_number(ds, "AcquisitionNumber", int),  # type: ignore[arg-type]
+            accession_number=_text(ds, "AccessionNumber", 64),
+            patient_id=_text(ds, "PatientID", 64),
         )
     except UnreadableDataset:
         raise

@@ -27,6 +27,7 @@ from gateway.dicom.rejection_audit import RejectionAudit
 from gateway.dicom.spool import Spool
 from gateway.dicom.storage_scp import StorageSCP
 from gateway.dicom.transport import GatewayAssociationServer
+from gateway.patient_index import PatientIndex
 from gateway.settings import DicomSettings, GatewaySettings
 
 LOGGER = logging.getLogger(__name__)
@@ -225,7 +226,12 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
     )
     rejections = RejectionAudit(partial(_write_audit, engine), dicom.rejection_audit_window_s)
     scp = StorageSCP(
-        engine, spool, peers, DatasetLimits.from_settings(dicom), rejections=rejections
+        engine,
+        spool,
+        peers,
+        DatasetLimits.from_settings(dicom),
+        rejections=rejections,
+        patient_index=PatientIndex.from_settings(settings),
     )
     contexts = supported_contexts()
     context = tls_context(dicom)

@@ -1,8 +1,8 @@
 """Event handlers of the Storage and Verification SCP (pynetdicom's event-handler style).
 
-C-STORE: parse the header (never the pixels), write the bytes as received to the spool
-durably, commit the rows, and only then answer success. Every other path answers a failure
-status and leaves no stored instance behind. The network thread never does anything else.
+C-STORE: the dataset as received, with the file meta pynetdicom built, goes through the
+transport-independent store (store_instance.py: header, durable spool file, rows, then
+success; any refusal leaves nothing stored). The network thread never does anything else.
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy import Engine
 
-from gateway.audit import AuditKind, Outcome, audit_row, record
+from gateway.audit import AuditKind, audit_row, record
 from gateway.dicom import statuses
 from gateway.dicom.association_end import AssociationEnds
-from gateway.dicom.dataset_limits import DatasetLimits, DatasetTooLarge
-from gateway.dicom.header import InstanceHeader, UnreadableDataset, read_header
+from gateway.dicom.dataset_limits import DatasetLimits
 from gateway.dicom.pdata_bound import DiscardedDataset, install_on_requested
 from gateway.dicom.peers import PeerPolicy
 from gateway.dicom.rejection_audit import RejectionAudit
-from gateway.dicom.spool import Spool, SpooledFile, SpoolFull
-from gateway.ingest import HierarchyConflict, InstanceIndex, Receipt, Sender
+from gateway.dicom.spool import Spool
+from gateway.dicom.store_instance import InstanceStore
+from gateway.ingest import Sender
+from gateway.patient_index import PatientIndex
 
 LOGGER = logging.getLogger(__name__)
+TRANSPORT = "C-STORE"
 
 
 def file_meta_bytes(file_meta: FileMetaDataset) -> bytes:
@@ -52,13 +54,14 @@ class StorageSCP:
         limits: DatasetLimits | None = None,
         *,
         rejections: RejectionAudit,
+        patient_index: PatientIndex | None = None,
     ) -> None:
         self.engine = engine
         self.spool = spool
         self.peers = peers
         self.rejections = rejections
         self.limits = limits or DatasetLimits()
-        self.index = InstanceIndex(engine)
+        self.store = InstanceStore(engine, spool, self.limits, patient_index=patient_index)
         self.association_ends = AssociationEnds(engine)  # which series a dead sender cut
 
     def handlers(self) -> list[tuple[evt.EventType, Any]]:
@@ -155,120 +158,19 @@ class StorageSCP:
         dataset = request.DataSet
         if isinstance(dataset, DiscardedDataset):  # grew past dicom.max_dataset_mb
             return self._refuse(sender, statuses.OUT_OF_RESOURCES, dataset.refusal(), request)
-        try:
-            body = cast(BytesIO, dataset).getbuffer()
-            header = read_header(body, str(event.context.transfer_syntax), self.limits)
-            self._check_matches_request(header, request)
-        except UnreadableDataset as exc:
-            return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
-        except DatasetTooLarge as exc:
-            return self._refuse(sender, statuses.OUT_OF_RESOURCES, str(exc), request)
-        except RecursionError:  # defensive: the structure walk bounds nesting before pydicom
-            return self._refuse(
-                sender, statuses.CANNOT_UNDERSTAND, "sequences nested too deep to parse", request
-            )
-        except _DoesNotMatch as exc:
-            return self._refuse(
-                sender, statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc), request
-            )
-        status = self._store(sender, header, file_meta_bytes(event.file_meta), body, request)
-        if status == statuses.SUCCESS:
-            self.association_ends.stored(event.assoc, sender, header.series_instance_uid)
-        return status
-
-    def _store(
-        self,
-        sender: Sender,
-        header: InstanceHeader,
-        meta: bytes,
-        body: memoryview,
-        request: Any,
-    ) -> int:
-        # No look-up first: the rare duplicate costs a discarded file, every other instance
-        # saves a database round trip. The unique SOP Instance UID decides in the commit.
-        try:
-            spooled = self.spool.write(
-                header.study_instance_uid,
-                header.series_instance_uid,
-                header.sop_instance_uid,
-                (meta, body),
-            )
-        except SpoolFull as exc:
-            return self._refuse(sender, statuses.OUT_OF_RESOURCES, str(exc), request)
-        except Exception as exc:
-            LOGGER.exception("spool write failed")
-            return self._refuse(
-                sender,
-                statuses.OUT_OF_RESOURCES,
-                f"spool write failed: {type(exc).__name__}",
-                request,
-            )
-        try:
-            receipt = self.index.record_instance(header, spooled, sender)
-        except HierarchyConflict as exc:
-            self.spool.discard(spooled.relative_path)
-            return self._refuse(sender, statuses.CANNOT_UNDERSTAND, str(exc), request)
-        except Exception as exc:
-            # Most likely not committed: the sender will retry. Remove the file only once
-            # the index is known not to name it (a commit may succeed and still raise).
-            LOGGER.error("index commit failed: %s", type(exc).__name__)
-            self._discard_unless_indexed(header, spooled)
-            return self._refuse(
-                sender,
-                statuses.PROCESSING_FAILURE,
-                f"database error: {type(exc).__name__}",
-                request,
-            )
-        if receipt is Receipt.DUPLICATE:
-            self._keep_one_copy(header, spooled)
-        return statuses.SUCCESS
-
-    def _discard_unless_indexed(self, header: InstanceHeader, spooled: SpooledFile) -> None:
-        try:
-            if self.index.stored_file(header.sop_instance_uid) != spooled.relative_path:
-                self.spool.discard(spooled.relative_path)
-        except Exception as exc:  # database still unreachable: an orphan file is harmless
-            LOGGER.error("kept %s, index unreadable: %s", spooled.relative_path, type(exc).__name__)
-
-    def _keep_one_copy(self, header: InstanceHeader, spooled: SpooledFile) -> None:
-        """A duplicate: drop our copy, unless the stored copy has gone missing."""
-        stored = self.index.stored_file(header.sop_instance_uid)
-        if stored == spooled.relative_path:
-            return  # the stored file had gone and ours took its name: it is whole again
-        if stored is not None and self.spool.path_of(stored).is_file():
-            self.spool.discard(spooled.relative_path)
-            return
-        LOGGER.warning(
-            "stored file of %s missing: replaced by the copy just received", header.sop_instance_uid
+        outcome = self.store.receive(
+            sender,
+            file_meta_bytes(event.file_meta),
+            cast(BytesIO, dataset).getbuffer(),
+            str(event.context.transfer_syntax),
+            expected_sop_class_uid=str(request.AffectedSOPClassUID or "") or None,
+            announced_sop_instance_uid=str(request.AffectedSOPInstanceUID or "") or None,
+            transport=TRANSPORT,
         )
-        self.index.replace_missing_file(header.sop_instance_uid, spooled)
-
-    @staticmethod
-    def _check_matches_request(header: InstanceHeader, request: Any) -> None:
-        # A differing Affected SOP Instance UID is tolerated (some senders take it from a
-        # stale file meta); the dataset's own UID is what we index.
-        affected_class = str(request.AffectedSOPClassUID or "")
-        if affected_class and affected_class != header.sop_class_uid:
-            raise _DoesNotMatch(
-                f"expected SOP Class UID {affected_class} as in the request, "
-                f"found {header.sop_class_uid} in the dataset"
-            )
+        if outcome.stored and outcome.header is not None:
+            self.association_ends.stored(event.assoc, sender, outcome.header.series_instance_uid)
+        return outcome.status
 
     def _refuse(self, sender: Sender, status: int, reason: str, request: Any) -> int:
-        sop_instance_uid = str(request.AffectedSOPInstanceUID or "")[:64] or None
-        LOGGER.warning("C-STORE from %s refused with 0x%04X: %s", sender.ae_title, status, reason)
-        self._audit(
-            audit_row(
-                AuditKind.INSTANCE_REFUSED,
-                Outcome.FAILURE,
-                actor=sender.ae_title,
-                source_address=sender.address,
-                sop_instance_uid=sop_instance_uid,
-                detail={"status": f"0x{status:04X}", "reason": reason},
-            )
-        )
-        return status
-
-
-class _DoesNotMatch(Exception):
-    """The dataset's SOP class differs from the one the request names."""
+        uid = str(request.AffectedSOPInstanceUID or "") or None
+        return self.store.refuse(sender, status, reason, uid, TRANSPORT).status

@@ -20,6 +20,8 @@ from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.registry import destination_names
 from gateway.jobs.sweeper import StuckJobSweeper
 from gateway.models import Job, JobState, Study, StudyState
+from gateway.pull.gate import pull_unfinished, pulled_only_as_prior
+from gateway.pull.priors import prior_requirement, release_overdue, request_prior, waiting_for_prior
 from gateway.routing.completeness import check_series_completeness
 from gateway.routing.config import RuleSettings
 from gateway.routing.holds import end_hold, hold_study
@@ -56,6 +58,7 @@ class StudyRouter:
                 select(Study.id, Study.study_instance_uid, Study.completion_count).where(
                     Study.state == StudyState.COMPLETE,
                     Study.completion_count > Study.routed_generation,
+                    ~pull_unfinished(Study.study_instance_uid),  # a half-pulled study waits
                 )
             ).all()
             if not studies:
@@ -122,6 +125,8 @@ class StudyRouter:
         rules: Sequence[RuleSettings],
         overdue: bool = False,
     ) -> list[int]:
+        if pulled_only_as_prior(connection, study_uid):
+            return self._not_routed(connection, study_uid, "pulled as a prior for comparison")
         decision = route_study(connection, study_uid, rules)
         matched, rule = decision.matched, decision.rule
         if matched is None or rule is None:
@@ -225,6 +230,9 @@ class StudyRouter:
         ).scalar()
         if job_id is None:
             return []
+        requirement = prior_requirement(self.settings, rule)
+        if failure is None and requirement is not None:  # not sent before it ends waiting
+            request_prior(connection, self.settings, int(job_id), study_uid, requirement, now)
         record(
             connection,
             audit_row(
@@ -258,12 +266,14 @@ class StudyRouter:
         """Send every queued job not yet handed to the broker, or sent so long ago that its
         message must have been lost (urgent first)."""
         stale = utcnow() - timedelta(seconds=self.settings.queue.resend_queued_after_s)
+        release_overdue(self.engine)  # a job whose prior wait ended goes on without it
         with self.engine.connect() as connection:
             jobs = connection.execute(
                 select(Job.id, Job.priority)
                 .where(
                     Job.state == JobState.QUEUED,
                     or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale),
+                    ~waiting_for_prior(),
                 )
                 .order_by(Job.priority != "urgent", Job.id)
             ).all()

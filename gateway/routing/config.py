@@ -83,6 +83,21 @@ class Condition(BaseModel):
         return self
 
 
+class PriorRequirement(BaseModel):
+    """A rule's request for the most recent prior study of the same patient (same modality,
+    same body part unless turned off, within `within_years`), pulled from the source archive
+    (`pull.source`) before the job runs; the job waits at most `wait_s` for it."""
+
+    within_years: float = Field(default=5.0, gt=0, le=100)
+    same_body_part: bool = True
+    wait_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long the job waits for the prior; then it runs without one and the "
+        "reason is recorded.",
+    )
+
+
 class RuleSettings(BaseModel):
     """A routing rule. Rules are tried in order; the first enabled rule that matches wins.
     A rule without conditions matches every study: put one last as the default."""
@@ -102,6 +117,10 @@ class RuleSettings(BaseModel):
     )
     rerun_on_update: bool = Field(
         default=False, description="Run again when late instances update a processed study."
+    )
+    prior: PriorRequirement | None = Field(
+        default=None,
+        description="Fetch the patient's most recent prior study first (see docs/pull.md).",
     )
 
 

@@ -70,9 +70,12 @@ class Orthanc:
         *,
         dicom_port: int | None = None,
         dicomweb: bool = False,
+        dicomweb_servers: dict[str, Any] | None = None,
     ) -> None:
         """`dicom_port`: also a Storage SCP (AE ORTHANC, called AE checked); `dicomweb`:
-        the DICOMweb plugin at /dicom-web/ (Debian package orthanc-dicomweb)."""
+        the DICOMweb plugin at /dicom-web/ (Debian package orthanc-dicomweb);
+        `dicomweb_servers`: the plugin's "Servers" (remote DICOMweb servers it is a client of,
+        `{name: {"Url": ..., "Username": ..., "Password": ...}}`)."""
         self.workdir = workdir
         self.http_port = http_port
         self.dicom_port = dicom_port
@@ -106,7 +109,11 @@ class Orthanc:
                     "ConcurrentJobs": 1,
                     "HttpThreadsCount": 8,
                     "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
-                    "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
+                    "DicomWeb": {
+                        "Enable": dicomweb,
+                        "Root": "/dicom-web/",
+                        "Servers": dicomweb_servers or {},
+                    },
                     "StorageCompression": False,
                     "OverwriteInstances": False,
                     "LuaScripts": [str(received_filter)],
