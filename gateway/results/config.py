@@ -16,7 +16,7 @@ class ResultsSettings(BaseModel):
     institution_name: str | None = Field(default=None, max_length=64)
     seg_series_number: int = Field(default=9001, ge=1, le=2**31 - 1)
     sr_series_number: int = Field(default=9002, ge=1, le=2**31 - 1)
-    # The viewer forms (docs/viewer-forms.md): new series in the source's study.
+    # The viewer forms (docs/results.md, "Forms per destination"): new series in the source study.
     gsps_series_number: int = Field(default=9003, ge=1, le=2**31 - 1)
     sc_series_number: int = Field(default=9004, ge=1, le=2**31 - 1)
     ko_series_number: int = Field(default=9005, ge=1, le=2**31 - 1)
