@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit setup system-packages triton-env triton bench-ingest \
-	bench-inference bench-pipeline screenshots clean
+	bench-inference bench-pipeline screenshots clean ohif
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version' 
@@ -20,6 +20,10 @@ setup: $(STAMP)
 
 system-packages:
 	bash scripts/ensure-system-packages.sh
+
+# The OHIF Viewer's built app (npm @ohif/app) for tests/viewer/, cached in .cache/ohif/.
+ohif:
+	bash scripts/ensure-ohif.sh >/dev/null
 
 # Triton Inference Server (from the nvidia-pytriton wheel) in its own venv: it needs numpy<2.
 triton-env: setup
@@ -42,7 +46,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup system-packages triton-env lint typecheck
+test: setup system-packages triton-env ohif lint typecheck
 	PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
 		$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -53,9 +57,11 @@ bench-inference: triton-env
 	$(BIN)/python bench/inference/bench_inference.py
 
 # Refresh docs/screenshots/ from the browser tests.
-screenshots: setup system-packages triton-env
+screenshots: setup system-packages triton-env ohif
 	PACS_GATEWAY_SAVE_SCREENSHOTS=1 PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
 		$(BIN)/python -m pytest -q tests/web/test_browser.py tests/web/test_triton.py -k sqlite
+	PACS_GATEWAY_SAVE_SCREENSHOTS=1 PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
+		$(BIN)/python -m pytest -q tests/viewer
 
 bench-pipeline: triton-env system-packages
 	$(BIN)/python bench/pipeline/bench_pipeline.py
