@@ -59,7 +59,8 @@ bench-inference: triton-env
 # Refresh docs/screenshots/ from the browser tests.
 screenshots: setup system-packages triton-env ohif
 	PACS_GATEWAY_SAVE_SCREENSHOTS=1 PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
-		$(BIN)/python -m pytest -q tests/web/test_browser.py tests/web/test_triton.py -k sqlite
+		$(BIN)/python -m pytest -q tests/web/test_browser.py tests/web/test_triton.py \
+		tests/web/test_browser_dashboard.py tests/web/test_browser_model_watch.py -k sqlite
 	PACS_GATEWAY_SAVE_SCREENSHOTS=1 PACS_GATEWAY_TEST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh gateway_test) \
 		$(BIN)/python -m pytest -q tests/viewer
 

@@ -82,6 +82,13 @@ class AuditKind(enum.StrEnum):
     PRIOR_NONE = "prior.none"
     PRIOR_TIMED_OUT = "prior.timed_out"
     PRIOR_FAILED = "prior.failed"
+    SHADOW_JOB_QUEUED = "shadow.job_queued"  # a rule's shadow pipeline beside the primary job
+    SHADOW_NOT_RUN = "shadow.not_run"  # the rule names a shadow pipeline the registry lacks
+    SHADOW_JOB_STORED = "shadow.job_stored"  # results built and stored, never delivered
+    SHADOW_COMPARED = "shadow.compared"  # shadow against primary: findings, Dice, scores
+    RULE_SHADOW_SET = "rule.shadow_set"  # an admin started (or changed) a rule's shadow
+    RULE_SHADOW_CLEARED = "rule.shadow_cleared"
+    RULE_PROMOTED = "rule.promoted"  # the shadow pipeline became the rule's pipeline
 
 
 class Outcome(enum.StrEnum):

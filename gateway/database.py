@@ -70,20 +70,28 @@ class WriterQueue:
         self._thread_lock.acquire()
         if self._lock_file is not None:
             try:
-                if self._fd is None:  # per process: flock is held per open file
-                    self._fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o640)
+                # Opened per turn and closed after it: `writer_queue` is called per
+                # transaction in many places, and an fd kept per call leaked until the
+                # process passed 1024 fds, where select() (pynetdicom) fails. flock is held
+                # per open file, so two turns of one process still exclude each other.
+                self._fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o640)
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
             except BaseException:
+                self._close()
                 self._thread_lock.release()
                 raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._close()  # closing the file releases its flock
         finally:
             self._thread_lock.release()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def writer_queue(engine: Engine) -> AbstractContextManager[object]:

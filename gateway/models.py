@@ -181,6 +181,11 @@ class RoutingRule(Base):
     pipeline: Mapped[str] = mapped_column(String(64))
     destinations: Mapped[list[str] | None] = mapped_column(JSON)
     rerun_on_update: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the prior study this rule waits for (PriorRequirement as JSON); None: no prior
+    prior: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    shadow_pipeline: Mapped[str | None] = mapped_column(
+        String(64), doc="A second pipeline run in shadow: results stored, never delivered."
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -193,9 +198,10 @@ class JobState(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # dead letter: a permanent error, or transient ones past the limit
     CANCELLED = "cancelled"
+    STORED = "stored"  # a shadow job's end: results built and stored, never delivered
 
 
-TERMINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED)
+TERMINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED, JobState.STORED)
 
 
 class Job(Base):
@@ -233,12 +239,21 @@ class Job(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pipeline_version: Mapped[str | None] = mapped_column(
+        String(32), doc="The pipeline file's version when the job was made."
+    )
+    shadow_of: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE", name="fk_jobs_shadow_of"),
+        index=True,
+        doc="A shadow job: the primary job it runs beside; its results are never delivered.",
+    )
 
     __table_args__ = (
         UniqueConstraint(
             "study_instance_uid", "pipeline", "model_key", "generation", name="uq_jobs_run"
         ),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_pipeline_created", "pipeline", "created_at"),
     )
 
 
@@ -414,3 +429,53 @@ class JobPrior(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_job_priors_state", "state"),)
+
+
+class ShadowComparison(Base):
+    """A shadow job against its primary job on the same series (gateway/shadow/compare.py):
+    study-level finding and score, and the Dice of each segment matched by overlap."""
+
+    __tablename__ = "shadow_comparisons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shadow_job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), unique=True
+    )
+    primary_job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    study_instance_uid: Mapped[str] = mapped_column(UID)
+    primary_positive: Mapped[bool | None] = mapped_column(Boolean)
+    shadow_positive: Mapped[bool | None] = mapped_column(Boolean)
+    findings_agree: Mapped[bool | None] = mapped_column(
+        Boolean, doc="Both present or both absent (None when either is unknown)."
+    )
+    primary_score: Mapped[float | None] = mapped_column(Float)
+    shadow_score: Mapped[float | None] = mapped_column(Float)
+    score_difference: Mapped[float | None] = mapped_column(Float, doc="Shadow minus primary.")
+    primary_findings: Mapped[int] = mapped_column(Integer)
+    shadow_findings: Mapped[int] = mapped_column(Integer)
+    mean_dice: Mapped[float | None] = mapped_column(Float)
+    segments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, doc="Per matched segment.")
+    problem: Mapped[str | None] = mapped_column(Text, doc="Why no Dice could be computed.")
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Heartbeat(Base):
+    """The last sign of life of one part (gateway/health/): a listener process writes its own
+    row every `interval_seconds`; the health grid records the workers, Triton, its models and
+    the broker it found answering (interval 0). A row whose beat is late names a part that
+    died without a word."""
+
+    __tablename__ = "heartbeats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, doc="e.g. host/listener-2")
+    part: Mapped[str] = mapped_column(String(32), doc="listener, worker, triton, model, broker")
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer, doc="0 when recorded by the health grid.")
+    interval_seconds: Mapped[float] = mapped_column(Float)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, doc="No PHI.")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -25,6 +25,7 @@ from gateway.delivery.deliverer import Deliverer
 from gateway.delivery.registry import seed_from_settings
 from gateway.dicom.dispatch import READY, Acceptor, WorkerPool, receive_connections
 from gateway.dicom.listener import Listener, listener_endpoints, start_listener
+from gateway.health.listeners import listener_heartbeat
 from gateway.jobs.router import StudyRouter
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
@@ -72,8 +73,11 @@ def _listener_worker(settings_data: dict[str, Any], channel: socket.socket) -> N
         target=receive_connections, args=(channel, listener.deliver), daemon=True
     )
     receiver.start()
+    heartbeat = listener_heartbeat(settings, engine, listener, alive=receiver.is_alive).start(stop)
     while not stop.is_set() and receiver.is_alive():
         stop.wait(0.5)
+    stop.set()  # also when the receiver ended first: the heartbeat's last write says so
+    heartbeat.join(timeout=5)
     listener.stop()
     engine.dispose()
 
@@ -97,6 +101,7 @@ def serve(
     if processes == 1:
         listener = start_listener(settings, engine)
         ports = listener.ports
+        threads.append(listener_heartbeat(settings, engine, listener).thread(stop))
     else:
         pool = WorkerPool(_listener_worker, (settings.model_dump(),), processes)
         endpoints = {

@@ -26,6 +26,7 @@ from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DeliverySettings, Destination
 from gateway.dicomweb.config import DicomWebServerSettings
 from gateway.inference_config import InferenceSettings
+from gateway.monitoring.config import ModelWatchSettings
 from gateway.pipelines.registry import PipelineRegistry, PipelineRegistrySettings
 from gateway.pull.config import PullSettings
 from gateway.queue.config import QueueSettings
@@ -230,6 +231,10 @@ class GatewaySettings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     dicomweb: DicomWebServerSettings = Field(default_factory=DicomWebServerSettings)
     pull: PullSettings = Field(default_factory=PullSettings)
+    monitoring: ModelWatchSettings = Field(
+        default_factory=ModelWatchSettings,
+        description="Model watch: daily statistics per pipeline version, control limits.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -249,6 +254,14 @@ class GatewaySettings(BaseSettings):
                 raise ValueError(
                     f"routing rule {rule.name!r}: expected a registered pipeline "
                     f"{registry.names}, found {rule.pipeline!r}"
+                )
+            if rule.shadow_pipeline is not None and (
+                rule.shadow_pipeline not in registry or rule.shadow_pipeline == rule.pipeline
+            ):
+                raise ValueError(
+                    f"routing rule {rule.name!r}: shadow_pipeline: expected a registered "
+                    f"pipeline other than {rule.pipeline!r} {registry.names}, found "
+                    f"{rule.shadow_pipeline!r}"
                 )
         return self
 

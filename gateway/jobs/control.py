@@ -43,9 +43,12 @@ def list_jobs(engine: Engine, limit: int = 50) -> list[JobSummary]:
     return [JobSummary(*row) for row in rows]
 
 
-def retry_job(engine: Engine, job_id: int, user: str) -> None:
+def retry_job(
+    engine: Engine, job_id: int, user: str, *, bulk: dict[str, str] | None = None
+) -> None:
     """Queue a failed or cancelled job again; its failed deliveries become pending. Stages
-    already done are skipped by the task."""
+    already done are skipped by the task. `bulk`: the criteria of the bulk retry that asked
+    for it, kept in its audit event."""
     now = utcnow()
     with writer_queue(engine), engine.begin() as connection:
         job = connection.execute(
@@ -83,7 +86,7 @@ def retry_job(engine: Engine, job_id: int, user: str) -> None:
                 AuditKind.JOB_REQUEUED,
                 actor=user,
                 study_instance_uid=job.study_instance_uid,
-                detail={"job": job_id, "was": job.state.value},
+                detail={"job": job_id, "was": job.state.value, **({"bulk": bulk} if bulk else {})},
                 occurred_at=now,
             ),
         )

@@ -21,7 +21,7 @@ from gateway.delivery.registry import destination_names
 from gateway.jobs.sweeper import StuckJobSweeper
 from gateway.models import Job, JobState, Study, StudyState
 from gateway.pull.gate import pull_unfinished, pulled_only_as_prior
-from gateway.pull.priors import prior_requirement, release_overdue, request_prior, waiting_for_prior
+from gateway.pull.priors import release_overdue, request_prior, waiting_for_prior
 from gateway.routing.completeness import check_series_completeness
 from gateway.routing.config import RuleSettings
 from gateway.routing.holds import end_hold, hold_study
@@ -29,6 +29,7 @@ from gateway.routing.rules import route_study
 from gateway.routing.seed import load_rules, seed_rules
 from gateway.routing.selection import select_series
 from gateway.settings import GatewaySettings
+from gateway.shadow.jobs import queue_shadow_job
 
 LOGGER = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class StudyRouter:
                 Job.study_instance_uid == study_uid,
                 Job.pipeline == rule.pipeline,
                 Job.model_key == key,
+                Job.shadow_of.is_(None),  # a shadow run (since promoted) delivered nothing
                 # a job failed before it started (an incomplete series) reported nothing
                 ~and_(Job.state == JobState.FAILED, Job.started_at.is_(None)),
             )
@@ -215,6 +217,7 @@ class StudyRouter:
                 generation=generation,
                 rule_name=rule.name,
                 pipeline=rule.pipeline,
+                pipeline_version=description.version,
                 model_key=key,
                 series_instance_uid=series_uid,
                 destinations=destinations,
@@ -230,7 +233,7 @@ class StudyRouter:
         ).scalar()
         if job_id is None:
             return []
-        requirement = prior_requirement(self.settings, rule)
+        requirement = rule.prior
         if failure is None and requirement is not None:  # not sent before it ends waiting
             request_prior(connection, self.settings, int(job_id), study_uid, requirement, now)
         record(
@@ -260,7 +263,19 @@ class StudyRouter:
         )
         if failure is not None:
             LOGGER.warning("job %s failed: %s", job_id, failure)
-        return [int(job_id)]
+            return [int(job_id)]
+        shadow_id = queue_shadow_job(
+            connection,
+            self.registry,
+            rule,
+            int(job_id),
+            study_id,
+            study_uid,
+            generation,
+            series_uid,
+            now,
+        )
+        return [int(job_id)] if shadow_id is None else [int(job_id), shadow_id]
 
     def dispatch_queued(self) -> int:
         """Send every queued job not yet handed to the broker, or sent so long ago that its

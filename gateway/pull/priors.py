@@ -27,7 +27,7 @@ from gateway.pull.ledger import mark_failed, mark_pulled, start_prior_pull
 from gateway.pull.matches import StudyMatch, StudyQuery
 from gateway.pull.retry import GaveUp, with_retries
 from gateway.pull.source import SourceClient, source_client
-from gateway.routing.config import PriorRequirement, RuleSettings
+from gateway.routing.config import PriorRequirement
 from gateway.routing.seed import load_rules
 from gateway.settings import GatewaySettings
 
@@ -41,17 +41,6 @@ class PriorState:
     TIMED_OUT = "timed_out"  # the wait ended first: the job went on without it
     FAILED = "failed"  # the source could not be queried or the prior not fetched
     SKIPPED = "skipped"  # no source archive configured
-
-
-def prior_requirement(settings: GatewaySettings, rule: RuleSettings) -> PriorRequirement | None:
-    """The rule's prior option; a rule read from the database takes it from the settings'
-    rule of the same name (the rules table does not hold it)."""
-    if rule.prior is not None:
-        return rule.prior
-    for configured in settings.routing.rules:
-        if configured.name == rule.name:
-            return configured.prior
-    return None
 
 
 def request_prior(
@@ -284,9 +273,7 @@ class PriorResolver:
         with self.engine.connect() as connection:
             rules = {r.name: r for r in load_rules(connection)}
         rule = rules.get(rule_name)
-        if rule is None:
-            return None
-        return prior_requirement(self.settings, rule)
+        return None if rule is None else rule.prior
 
     def resolve(self, claim: PriorClaim) -> str:
         """The state recorded (or the one found, if the wait ended meanwhile)."""

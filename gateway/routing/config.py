@@ -93,8 +93,9 @@ class PriorRequirement(BaseModel):
     wait_s: float = Field(
         default=600.0,
         ge=0,
-        description="How long the job waits for the prior; then it runs without one and the "
-        "reason is recorded.",
+        le=7 * 86400,  # a deadline must stay a representable date; a week is already long
+        description="How long the job waits for the prior (at most a week); then it runs "
+        "without one and the reason is recorded.",
     )
 
 
@@ -121,6 +122,14 @@ class RuleSettings(BaseModel):
     prior: PriorRequirement | None = Field(
         default=None,
         description="Fetch the patient's most recent prior study first (see docs/pull.md).",
+    )
+    shadow_pipeline: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="A second registered pipeline (e.g. a candidate model version) run in "
+        "shadow on the same series: its results are built and stored, never delivered, and "
+        "compared with the rule's pipeline (see docs/model-watch.md). The settings and the "
+        "admin UI refuse the rule's own pipeline; the router skips such a shadow, audited.",
     )
 
 

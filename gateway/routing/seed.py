@@ -1,4 +1,5 @@
-"""The `routing_rules` table: seeded from the settings, then owned by the admin UI.
+"""The `routing_rules` table: seeded from the settings, then owned by the admin UI (every
+field, the `prior` a rule waits for included).
 
 Seeding only adds rules whose name the table lacks, so an edit made in the database is never
 overwritten by the settings file on the next start.
@@ -7,6 +8,7 @@ overwritten by the settings file on the next start.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, func, select
@@ -26,6 +28,11 @@ class StoredRule(RuleSettings):
 
     id: int
     position: int
+
+
+def prior_json(rule: RuleSettings) -> dict[str, Any] | None:
+    """The rule's `prior` as the table stores it (None: the rule asks for no prior)."""
+    return None if rule.prior is None else rule.prior.model_dump(mode="json")
 
 
 def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
@@ -51,6 +58,8 @@ def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
                 pipeline=rule.pipeline,
                 destinations=rule.destinations,
                 rerun_on_update=rule.rerun_on_update,
+                prior=prior_json(rule),
+                shadow_pipeline=rule.shadow_pipeline,
                 created_at=now,
                 updated_at=now,
             )
@@ -64,7 +73,13 @@ def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
             audit_row(
                 AuditKind.RULE_SEEDED,
                 actor="settings",
-                detail={"rule": rule.name, "position": position, "pipeline": rule.pipeline},
+                detail={
+                    "rule": rule.name,
+                    "position": position,
+                    "pipeline": rule.pipeline,
+                    **({"prior": prior_json(rule)} if rule.prior else {}),
+                    **({"shadow_pipeline": rule.shadow_pipeline} if rule.shadow_pipeline else {}),
+                },
                 occurred_at=now,
             ),
         )
@@ -94,6 +109,8 @@ def load_rules(connection: Connection) -> list[StoredRule]:
                     pipeline=row.pipeline,
                     destinations=row.destinations,
                     rerun_on_update=row.rerun_on_update,
+                    prior=row.prior,
+                    shadow_pipeline=row.shadow_pipeline,
                 )
             )
         except ValidationError as exc:

@@ -3,6 +3,7 @@ the text form of conditions (`attribute operator value`, one per line)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +13,7 @@ from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.database import writer_queue
 from gateway.models import RoutingRule
 from gateway.routing.config import NUMERIC_ATTRIBUTES, Condition, RuleSettings
+from gateway.routing.seed import prior_json
 
 _NUMERIC_OPERATORS = ("less_than", "less_or_equal", "greater_than", "greater_or_equal")
 
@@ -48,6 +50,35 @@ def parse_conditions(text: str) -> list[dict[str, Any]]:
     return conditions
 
 
+def _prior_number(field: str, text: str, expected: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise RuleEditError(f"prior {field}: expected {expected}, found {text!r}")
+    return value
+
+
+def parse_prior(within_years: str, same_body_part: bool, wait_s: str) -> dict[str, Any] | None:
+    """The prior fields of the editor: both numbers blank is no prior; the ranges are
+    checked with the rest of the rule (`PriorRequirement`)."""
+    years, wait = within_years.strip(), wait_s.strip()
+    if not years and not wait:
+        return None
+    if not years or not wait:
+        shown = {k: repr(v) if v else "blank" for k, v in (("years", years), ("wait", wait))}
+        raise RuleEditError(
+            "prior: expected within_years and wait_s both given (or both blank for no "
+            f"prior), found within_years {shown['years']} and wait_s {shown['wait']}"
+        )
+    return {
+        "within_years": _prior_number("within_years", years, "a number of years"),
+        "same_body_part": same_body_part,
+        "wait_s": _prior_number("wait_s", wait, "a number of seconds"),
+    }
+
+
 def format_conditions(conditions: list[Condition]) -> str:
     lines = []
     for c in conditions:
@@ -61,6 +92,17 @@ def format_conditions(conditions: list[Condition]) -> str:
     return "\n".join(lines)
 
 
+def _describe(exc: ValidationError) -> str:
+    """'field: message (found value)' per error; a whole rule or condition is not echoed."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "rule"
+        found = error.get("input")
+        shown = "" if found is None or isinstance(found, dict | list) else f" (found {found!r})"
+        problems.append(f"{where}: {error['msg']}{shown}")
+    return "; ".join(problems)
+
+
 def validate_rule(
     data: dict[str, Any], destination_names: list[str], pipeline_names: list[str] | None = None
 ) -> RuleSettings:
@@ -69,10 +111,7 @@ def validate_rule(
     try:
         rule = RuleSettings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()
-        )
-        raise RuleEditError(problems) from exc
+        raise RuleEditError(_describe(exc)) from exc
     unknown = sorted(set(rule.destinations or []) - set(destination_names))
     if unknown:
         raise RuleEditError(f"expected destinations among {destination_names}, found {unknown}")
@@ -91,6 +130,7 @@ def _values(rule: RuleSettings) -> dict[str, Any]:
         "pipeline": rule.pipeline,
         "destinations": rule.destinations,
         "rerun_on_update": rule.rerun_on_update,
+        "prior": prior_json(rule),
     }
 
 

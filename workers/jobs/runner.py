@@ -41,6 +41,7 @@ from workers.inference.declared import check_accepted
 from workers.inference.errors import PermanentInferenceError, TransientInferenceError
 from workers.jobs.analysers import Analyser, make_analyser
 from workers.jobs.findings_store import generic, load_findings, save_findings, summarise
+from workers.jobs.shadow_compare import compare_ready_pairs
 
 LOGGER = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class JobRunner:
             findings = self._inferred(job_id)
             if findings is None:
                 return JobOutcome(JobState.CANCELLED, message="cancelled")
+            self._compare_shadow(job_id)
             stored = self._results(job_id, findings)
             if stored is None:
                 return JobOutcome(JobState.CANCELLED, message="cancelled")
@@ -286,7 +288,8 @@ class JobRunner:
         elapsed = round(time.perf_counter() - started, 3)
         now = utcnow()
         with self._writers, self.engine.begin() as connection:
-            record_and_queue(connection, stored, job.destinations)
+            # A shadow job's results are stored, never queued, whatever its row says.
+            record_and_queue(connection, stored, [] if job.shadow_of else job.destinations)
             summary = dict(job.summary or {})
             summary["results"] = [r.__dict__ for r in stored]
             merged = dict(job.stage_seconds or {})
@@ -317,6 +320,8 @@ class JobRunner:
     def _delivered(self, job_id: int, stored: list[StoredResult]) -> JobOutcome:
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
+        if job.shadow_of is not None:
+            return self._shadow_stored(job_id, stored)
         started = time.perf_counter()
         if job.destinations:
             Deliverer(self.settings, self.engine).deliver_due(job.study_instance_uid)
@@ -360,6 +365,31 @@ class JobRunner:
             last_error=None,
         )
         return JobOutcome(JobState.DELIVERED)
+
+    def _shadow_stored(self, job_id: int, stored: list[StoredResult]) -> JobOutcome:
+        """A shadow job ends once its results are stored: nothing is sent anywhere."""
+        self._update(
+            job_id,
+            AuditKind.SHADOW_JOB_STORED,
+            detail={"objects": [r.kind for r in stored]},
+            state=JobState.STORED,
+            finished_at=utcnow(),
+            last_error=None,
+        )
+        return JobOutcome(JobState.STORED)
+
+    def _compare_shadow(self, job_id: int) -> None:
+        """Compare the job with its shadow (or primary) once both have inferred. A failed
+        comparison is logged, never the job's failure: the primary's results go out."""
+        try:
+            compare_ready_pairs(
+                self.engine, self.registry, self.settings.jobs_dir, job_id, self._writers
+            )
+        except Exception as exc:
+            raise_time_limit(exc)
+            LOGGER.warning(
+                "job %d: shadow comparison failed: %s: %s", job_id, type(exc).__name__, exc
+            )
 
 
 def raise_time_limit(exc: BaseException) -> None:

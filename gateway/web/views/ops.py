@@ -1,14 +1,18 @@
 """Operations endpoints: /healthz (the process answers), /readyz (database, broker, Triton),
-/metrics (Prometheus text). /healthz and /readyz are public; /metrics is public unless
-`web.metrics_public` is off. None of them shows patient data."""
+/metrics (Prometheus text, gateway/web/prometheus.py). /healthz and /readyz are public;
+/metrics is public unless `web.metrics_public` is off. None of them shows patient data."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort
 
 from gateway.audit import utcnow
-from gateway.web import probes, queries
+from gateway.health.grid import collect
+from gateway.health.spool import spool_usage
+from gateway.web import probes
 from gateway.web.context import web_context
+from gateway.web.exposition import render
+from gateway.web.prometheus import metric_families
 from gateway.web.security import current_user, public
 
 blueprint = Blueprint("ops", __name__)
@@ -42,61 +46,17 @@ def readyz() -> Response:
     return Response("\n".join(lines) + "\n", status=200 if ready else 503, mimetype="text/plain")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 @blueprint.route("/metrics")
 @public
 def metrics() -> Response:
+    """Counts, duration histograms, each part's health (the dashboard's grid: this asks the
+    workers and Triton, about a second), spool space, destinations, model drift. No patient
+    data."""
     context = web_context()
     if not context.settings.web.metrics_public and current_user() is None:
         abort(401)
-    with context.engine.connect() as connection:
-        counts = queries.counts(connection, utcnow())
-        jobs = queries.jobs_by_state(connection)
-        deliveries = queries.deliveries_by_state(connection)
-        stages = queries.mean_stage_seconds(connection)
-    out: list[str] = []
-
-    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-        out.append(f"# HELP {name} {text}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            out.append(f"{name}{labels} {value:g}")
-
-    metric(
-        "pacs_gateway_instances_received_total",
-        "counter",
-        "DICOM instances stored.",
-        [("", counts.instances_total)],
-    )
-    metric(
-        "pacs_gateway_studies_total", "counter", "Studies received.", [("", counts.studies_total)]
-    )
-    metric(
-        "pacs_gateway_jobs",
-        "gauge",
-        "Pipeline jobs by state.",
-        [(f'{{state="{_escape(s)}"}}', n) for s, n in jobs.items()],
-    )
-    metric("pacs_gateway_queue_depth", "gauge", "Jobs waiting in the queue.", [("", counts.queued)])
-    metric(
-        "pacs_gateway_job_stage_seconds_mean",
-        "gauge",
-        "Mean seconds per job stage over the most recent 1000 jobs.",
-        [(f'{{stage="{_escape(s)}"}}', v) for s, v in stages.items()],
-    )
-    metric(
-        "pacs_gateway_deliveries",
-        "gauge",
-        "Result deliveries by state.",
-        [(f'{{state="{_escape(s)}"}}', n) for s, n in deliveries.items()],
-    )
-    metric(
-        "pacs_gateway_delivery_failures_total",
-        "counter",
-        "Deliveries failed for good.",
-        [("", deliveries.get("failed", 0))],
-    )
-    return Response("\n".join(out) + "\n", mimetype="text/plain; version=0.0.4")
+    now = utcnow()
+    grid = collect(context.settings, context.engine, now)
+    settings = context.settings
+    families = metric_families(settings, context.engine, now, grid, spool_usage(settings))
+    return Response(render(families), mimetype="text/plain; version=0.0.4")

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from werkzeug.wrappers import Response
 
 from gateway.delivery.registry import destination_names
-from gateway.routing.config import Priority
+from gateway.routing.config import Priority, PriorRequirement
 from gateway.routing.rules import RuleEvaluation, StudyNotFound, evaluate_rule
 from gateway.routing.seed import InvalidStoredRule, StoredRule, load_rules
 from gateway.web.context import web_context
@@ -19,6 +19,7 @@ from gateway.web.rule_edits import (
     format_conditions,
     move_rule,
     parse_conditions,
+    parse_prior,
     set_enabled,
     update_rule,
     validate_rule,
@@ -82,6 +83,32 @@ def _form_data(name: str) -> dict[str, Any]:
         "destinations": destinations or None,
         "rerun_on_update": form.get("rerun_on_update") == "on",
         "conditions": parse_conditions(form.get("conditions", "")),
+        "prior": parse_prior(
+            form.get("prior_within_years", ""),
+            form.get("prior_same_body_part") == "on",
+            form.get("prior_wait_s", ""),
+        ),
+    }
+
+
+def _prior_fields(prior: PriorRequirement | None) -> dict[str, Any]:
+    """The editor's prior fields: blank numbers when the rule asks for no prior."""
+    if prior is None:
+        return {"within_years": "", "same_body_part": True, "wait_s": ""}
+    return {
+        "within_years": f"{prior.within_years:g}",
+        "same_body_part": prior.same_body_part,
+        "wait_s": f"{prior.wait_s:g}",
+    }
+
+
+def _submitted_prior() -> dict[str, Any]:
+    """The prior fields as submitted, to show them with the error."""
+    form = request.form
+    return {
+        "within_years": form.get("prior_within_years", ""),
+        "same_body_part": form.get("prior_same_body_part") == "on",
+        "wait_s": form.get("prior_wait_s", ""),
     }
 
 
@@ -99,13 +126,18 @@ def _submitted(name: str) -> dict[str, Any]:
 
 
 def _render_form(
-    rule: dict[str, Any], conditions: str, rule_id: int | None, code: int = 200
+    rule: dict[str, Any],
+    conditions: str,
+    prior: dict[str, Any],
+    rule_id: int | None,
+    code: int = 200,
 ) -> tuple[str, int]:
     return (
         render_template(
             "rule_form.html",
             rule=rule,
             conditions=conditions,
+            prior=prior,
             rule_id=rule_id,
             destination_names=_destination_names(),
             pipelines=_pipeline_names(),
@@ -130,6 +162,7 @@ def new() -> Any:
                 "rerun_on_update": False,
             },
             "modality equals CT",
+            _prior_fields(None),
             None,
         )
     name = request.form.get("name", "").strip()
@@ -140,7 +173,7 @@ def new() -> Any:
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")
         form = _submitted(name)
-        return _render_form(form, request.form.get("conditions", ""), None, 400)
+        return _render_form(form, request.form.get("conditions", ""), _submitted_prior(), None, 400)
     flash(f"Rule {rule.name} created.", "info")
     return redirect(url_for("rules.index"))
 
@@ -152,7 +185,10 @@ def edit(rule_id: int) -> Any:
     stored = _rule(rule_id)
     if request.method == "GET":
         return _render_form(
-            stored.model_dump(mode="json"), format_conditions(stored.conditions), rule_id
+            stored.model_dump(mode="json"),
+            format_conditions(stored.conditions),
+            _prior_fields(stored.prior),
+            rule_id,
         )
     try:
         data = _form_data(stored.name)
@@ -161,7 +197,9 @@ def edit(rule_id: int) -> Any:
     except RuleEditError as exc:
         flash(f"Not saved: {exc}", "error")
         form = _submitted(stored.name)
-        return _render_form(form, request.form.get("conditions", ""), rule_id, 400)
+        return _render_form(
+            form, request.form.get("conditions", ""), _submitted_prior(), rule_id, 400
+        )
     flash(f"Rule {stored.name} saved.", "info")
     return redirect(url_for("rules.index"))
 

@@ -1,5 +1,6 @@
-"""Studies: a searchable list, one study's page (series, jobs with their stages, deliveries,
-findings, preview), and the operator's retry and cancel."""
+"""Studies: a searchable list (gateway/web/study_search.py, study_rows.py), one study's page
+(series, jobs with their stages, deliveries, findings, preview), and the operator's retry
+and cancel, of one job or in bulk (gateway/web/bulk_retry.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,47 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from gateway.audit import AuditKind, audit_row, record
 from gateway.database import writer_queue
 from gateway.jobs.control import JobActionRefused, cancel_job, retry_job
-from gateway.models import Delivery, Job, Series, Study, StudyState
-from gateway.web.context import web_context
+from gateway.models import (
+    Delivery,
+    Job,
+    JobPrior,
+    JobState,
+    RoutingRule,
+    Series,
+    Study,
+    StudyState,
+)
+from gateway.patient_index import PatientIndex
+from gateway.pipelines.registry import PipelineRegistry
+from gateway.web.bulk_retry import LIMIT as BULK_RETRY_LIMIT
+from gateway.web.bulk_retry import (
+    FailedJob,
+    failed_jobs,
+    parse_criteria,
+    parse_job_ids,
+    retry_confirmed,
+)
+from gateway.web.context import WebContext, web_context
+from gateway.web.findings_match import Verdict
 from gateway.web.identity import patient_identity
 from gateway.web.paging import page_count, page_from
 from gateway.web.preview import NoPreview, findings_path, render_preview
 from gateway.web.security import client_address, current_user, requires_role
+from gateway.web.study_rows import classification_thresholds, format_duration, study_lines
+from gateway.web.study_search import (
+    IDENTIFIER_LABELS,
+    StudySearch,
+    job_conditions,
+    parse_search,
+    studies_query,
+)
 from gateway.web.users import Role
 
 blueprint = Blueprint("studies", __name__)
@@ -36,65 +65,111 @@ TIMELINE = (
 )
 
 
-@blueprint.route("/studies")
+def _search_choices(
+    context: WebContext, registry: PipelineRegistry, search: StudySearch
+) -> dict[str, list[str]]:
+    """The options of the form's lists; a value asked for is kept even if no longer one."""
+    with context.engine.connect() as connection:
+        rules = list(
+            connection.execute(select(RoutingRule.name).order_by(RoutingRule.name)).scalars()
+        )
+    pipelines = registry.names
+    return {
+        "rules": sorted({*rules, *([search.rule] if search.rule else [])}),
+        "pipelines": sorted({*pipelines, *([search.pipeline] if search.pipeline else [])}),
+        "states": [s.value for s in StudyState],
+        "job_states": [s.value for s in JobState],
+        "verdicts": [v.value for v in Verdict],
+    }
+
+
+@blueprint.route("/studies", methods=["GET", "POST"])
 @requires_role(Role.VIEWER)
-def index() -> str:
+def index() -> Response | tuple[str, int]:
+    """GET: the list for the search in the URL. POST: the search form, whose Accession
+    Number and Patient ID are hashed here so that only their hashes reach a URL."""
     context = web_context()
+    user = current_user()
+    assert user is not None
+    may_identify = user.role.allows(Role.OPERATOR)
+    posted = request.method == "POST"
+    if posted:
+        parsed = parse_search(request.form, PatientIndex.from_settings(context.settings))
+    else:
+        parsed = parse_search(request.args)
+    search = parsed.search
+    if search.by_identifier and not may_identify:
+        abort(
+            403,
+            description="expected an operator or admin to search by Accession Number or "
+            f"Patient ID, found a {user.role.value}",
+        )
+    if posted and not parsed.problems:
+        target: dict[str, Any] = search.query_args()
+        return redirect(url_for("studies.index", **target), 303)
     size = context.settings.web.page_size
-    uid = request.args.get("uid", "").strip()
-    modality = request.args.get("modality", "").strip()
-    state = request.args.get("state", "").strip()
-    query = select(Study)
-    if uid:
-        query = query.where(Study.study_instance_uid.startswith(uid, autoescape=True))
-    if modality:
-        query = query.where(
-            exists().where(
-                Series.study_id == Study.id, func.upper(Series.modality) == modality.upper()
+    registry = context.settings.pipeline_registry()
+    total, page, lines = 0, 1, []
+    if not parsed.problems:
+        dialect = context.engine.dialect.name
+        thresholds = classification_thresholds(registry)
+        query = studies_query(search, dialect, thresholds)
+        with Session(context.engine) as session:
+            total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            page = page_from(request.args, total, size)
+            studies = (
+                session.execute(
+                    query.order_by(Study.last_received_at.desc(), Study.id.desc())
+                    .limit(size)
+                    .offset((page - 1) * size)
+                )
+                .scalars()
+                .all()
             )
-        )
-    if state in {s.value for s in StudyState}:
-        query = query.where(Study.state == StudyState(state))
-    with Session(context.engine) as connection:
-        total = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        page = page_from(request.args, total, size)
-        studies = (
-            connection.execute(
-                query.order_by(Study.last_received_at.desc(), Study.id.desc())
-                .limit(size)
-                .offset((page - 1) * size)
+            lines = study_lines(
+                session, studies, thresholds, job_conditions(search, dialect, thresholds)
             )
-            .scalars()
-            .all()
-        )
-        ids = [s.id for s in studies]
-        latest: dict[int, str] = {}
-        modalities: dict[int, set[str]] = {}
-        if ids:
-            for study_id, job_state in connection.execute(
-                select(Job.study_id, Job.state).where(Job.study_id.in_(ids)).order_by(Job.id)
-            ):
-                latest[study_id] = job_state.value
-            for study_id, series_modality in connection.execute(
-                select(Series.study_id, Series.modality).where(Series.study_id.in_(ids))
-            ):
-                if series_modality:
-                    modalities.setdefault(study_id, set()).add(series_modality)
-    return render_template(
+    # What the form shows: as typed when something was wrong, else the search as read.
+    form = (
+        dict(request.form if posted else request.args) if parsed.problems else search.query_args()
+    )
+    page_html = render_template(
         "studies.html",
-        studies=studies,
-        latest=latest,
-        modalities=modalities,
+        lines=lines,
         total=total,
         page=page,
         pages=page_count(total, size),
-        filters={"uid": uid, "modality": modality, "state": state},
-        states=[s.value for s in StudyState],
+        search=search,
+        form=form,
+        problems=parsed.problems,
+        may_identify=may_identify,
+        identifier_labels=IDENTIFIER_LABELS,
+        duration=format_duration,
+        **_search_choices(context, registry, search),
     )
+    return page_html, 400 if parsed.problems else 200
 
 
 def _timeline(job: Job) -> list[tuple[str, Any]]:
     return [(label, getattr(job, field)) for label, field in TIMELINE if getattr(job, field)]
+
+
+def _job_priors(connection: Session, job_ids: list[int]) -> tuple[dict[int, JobPrior], set[str]]:
+    """Per job that asked for a prior, its `job_priors` row; and which of the priors found
+    the gateway holds (their study pages can be linked)."""
+    if not job_ids:
+        return {}, set()
+    rows = connection.execute(select(JobPrior).where(JobPrior.job_id.in_(job_ids))).scalars()
+    priors = {row.job_id: row for row in rows}
+    found = {p.prior_study_instance_uid for p in priors.values() if p.prior_study_instance_uid}
+    held: set[str] = set()
+    if found:
+        held = set(
+            connection.execute(
+                select(Study.study_instance_uid).where(Study.study_instance_uid.in_(found))
+            ).scalars()
+        )
+    return priors, held
 
 
 @blueprint.route("/studies/<uid>")
@@ -121,6 +196,7 @@ def detail(uid: str) -> str:
             .scalars()
             .all()
         )
+        priors, held_priors = _job_priors(connection, [j.id for j in jobs])
         deliveries = (
             connection.execute(
                 select(Delivery)
@@ -158,6 +234,8 @@ def detail(uid: str) -> str:
         hold_until=hold_until,
         series=series,
         jobs=jobs,
+        priors=priors,
+        held_priors=held_priors,
         timelines={j.id: _timeline(j) for j in jobs},
         by_destination=by_destination,
         identity=identity,
@@ -206,3 +284,61 @@ def retry(job_id: int) -> Response:
 @requires_role(Role.OPERATOR)
 def cancel(job_id: int) -> Response:
     return _job_action(job_id, "cancel")
+
+
+@blueprint.route("/jobs/bulk-retry")
+@requires_role(Role.OPERATOR)
+def bulk_retry_form() -> tuple[str, int]:
+    """Step one: the criteria, and how many failed jobs they match (with the list)."""
+    context = web_context()
+    parsed = parse_criteria(request.args)
+    total, jobs = 0, list[FailedJob]()
+    if not parsed.problems and not parsed.criteria.empty:
+        with context.engine.connect() as connection:
+            total, jobs = failed_jobs(connection, parsed.criteria)
+    with context.engine.connect() as connection:
+        rules = list(
+            connection.execute(select(RoutingRule.name).order_by(RoutingRule.name)).scalars()
+        )
+    page = render_template(
+        "bulk_retry.html",
+        criteria=parsed.criteria,
+        form=request.args,
+        problems=parsed.problems,
+        total=total,
+        jobs=jobs,
+        rules=rules,
+        limit=BULK_RETRY_LIMIT,
+    )
+    return page, 400 if parsed.problems else 200
+
+
+@blueprint.route("/jobs/bulk-retry", methods=["POST"])
+@requires_role(Role.OPERATOR)
+def bulk_retry_confirm() -> Response:
+    """Step two: retry the confirmed jobs that still match and are still failed."""
+    context = web_context()
+    user = current_user()
+    assert user is not None
+    parsed = parse_criteria(request.form)
+    if parsed.problems or parsed.criteria.empty:
+        abort(
+            400,
+            description="; ".join(parsed.problems)
+            or "expected a rule or a received time range, found neither",
+        )
+    outcome = retry_confirmed(
+        context.engine,
+        parsed.criteria,
+        parse_job_ids(request.form.get("job_ids", "")),
+        user.username,
+    )
+    flash(f"Retried {len(outcome.retried)} failed job(s).", "info")
+    if outcome.skipped:
+        flash(
+            f"{len(outcome.skipped)} confirmed job(s) no longer failed or no longer matching: "
+            "not retried.",
+            "error",
+        )
+    target: dict[str, Any] = parsed.criteria.query_args()
+    return redirect(url_for("studies.bulk_retry_form", **target))
