@@ -60,6 +60,7 @@ class AuditKind(enum.StrEnum):
     USER_SESSION_ENDED = "user.session_ended"  # an admin ended a web session
     DESTINATION_TESTED = "destination.tested"
     PATIENT_IDENTITY_VIEWED = "study.identity_viewed"
+    STUDIES_SEARCHED_BY_IDENTIFIER = "studies.identifier_searched"  # which fields, no values
     DESTINATION_SEEDED = "destination.seeded"
     DESTINATION_CREATED = "destination.created"
     DESTINATION_UPDATED = "destination.updated"

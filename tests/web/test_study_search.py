@@ -18,7 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
-from gateway.models import Job, Study
+from gateway.models import AuditEvent, Job, Study
 from gateway.patient_index import PatientIndex
 from gateway.settings import GatewaySettings
 from gateway.web.findings_match import Verdict, read_findings, verdict_clause
@@ -175,6 +175,19 @@ def test_accession_number_and_patient_id_match_exactly_through_the_keyed_hash(
     hashed = index.patient_id("PAT-1")
     assert hashed is not None
     assert corpus.keys(_search(client, patient_hash=hashed, findings="positive")[1]) == {"A"}
+
+    # Every list shown for an identifier search is audited: who, and by which fields only.
+    with engine.connect() as connection:
+        searches = connection.execute(
+            select(AuditEvent.actor, AuditEvent.detail).where(
+                AuditEvent.kind == "studies.identifier_searched"
+            )
+        ).all()
+    assert ("operator", {"fields": ["Accession number"]}) in [tuple(r) for r in searches]
+    assert ("operator", {"fields": ["Accession number", "Patient ID"]}) in [
+        tuple(r) for r in searches
+    ]
+    assert "PAT-1" not in repr(searches) and hashed not in repr(searches)
 
     # The database holds keyed hashes, not the values; another secret gives other hashes.
     with engine.connect() as connection:

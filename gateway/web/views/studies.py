@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -107,6 +107,8 @@ def index() -> Response | tuple[str, int]:
     if posted and not parsed.problems:
         target: dict[str, Any] = search.query_args()
         return redirect(url_for("studies.index", **target), 303)
+    if search.by_identifier and not parsed.problems:
+        _audit_identifier_search(context.engine, user.username, search)
     size = context.settings.web.page_size
     registry = context.settings.pipeline_registry()
     total, page, lines = 0, 1, []
@@ -148,6 +150,26 @@ def index() -> Response | tuple[str, int]:
         **_search_choices(context, registry, search),
     )
     return page_html, 400 if parsed.problems else 200
+
+
+def _audit_identifier_search(engine: Engine, username: str, search: StudySearch) -> None:
+    """Who looked studies up by Accession Number or Patient ID, and by which: the fields
+    only, neither the values nor their hashes (a hash links the patient's studies)."""
+    fields = [
+        label
+        for name, label in IDENTIFIER_LABELS.items()
+        if getattr(search, name)  # accession_hash, patient_hash
+    ]
+    with writer_queue(engine), engine.begin() as connection:
+        record(
+            connection,
+            audit_row(
+                AuditKind.STUDIES_SEARCHED_BY_IDENTIFIER,
+                actor=username,
+                source_address=client_address(),
+                detail={"fields": fields},
+            ),
+        )
 
 
 def _timeline(job: Job) -> list[tuple[str, Any]]:
