@@ -6,14 +6,20 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import Engine
+from werkzeug.serving import make_server
 
 from gateway import migrate
 from gateway.database import make_engine
@@ -145,3 +151,26 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     driver.set_page_load_timeout(WAIT_S)
     yield driver
     driver.quit()
+
+
+@contextmanager
+def served(app: Flask) -> Iterator[str]:
+    """The app on a free port, served by werkzeug in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)
+
+
+def sign_in_browser(driver: WebDriver, username: str, password: str = PASSWORD) -> None:
+    """Fill in the login form the browser shows (it must be on its way there)."""
+    WebDriverWait(driver, WAIT_S).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#login-form"))
+    )
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()

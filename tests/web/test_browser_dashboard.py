@@ -7,7 +7,6 @@ docs/screenshots/dashboard-health.png and dashboard-charts.png with `make screen
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import Engine
-from werkzeug.serving import make_server
 
 from gateway.audit import utcnow
 from gateway.models import JobState
@@ -26,7 +24,14 @@ from gateway.web import create_app
 from gateway.web.users import Role, create_user
 from tests.conftest import free_port
 from tests.pipeline.harness import wait_until
-from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, web_settings
+from tests.web.conftest import (
+    PASSWORD,
+    WAIT_S,
+    screenshot_dir,
+    served,
+    sign_in_browser,
+    web_settings,
+)
 from tests.web.job_rows import add_delivery, add_job, add_study
 
 RED = (198, 40, 40)  # .cell.red border in dashboard.css
@@ -101,16 +106,9 @@ def test_dashboard_health_grid_and_charts_in_a_browser(
     _a_day_of_work(engine)
     shots = screenshot_dir(tmp_path, database_url)
     shots.mkdir(parents=True, exist_ok=True)
-    server = make_server("127.0.0.1", 0, create_app(settings, engine), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with served(create_app(settings, engine)) as base:
         browser.get(base + "/")
-        _wait_for(browser, "#login-form")
-        browser.find_element(By.ID, "username").send_keys("viewer")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
+        sign_in_browser(browser, "viewer")
         _wait_for(browser, "#health")
         source = browser.page_source
         assert not re.search(r"<script|<style|\sstyle=", source), "inline script or style"
@@ -160,8 +158,5 @@ def test_dashboard_health_grid_and_charts_in_a_browser(
         wait_until(lambda: "range=7d" in browser.current_url, WAIT_S, "the 7-day view")
         week = browser.find_element(By.ID, "chart-studies")
         assert len(week.find_elements(By.CSS_SELECTOR, "rect.bar.studies")) == 24 * 7
-    finally:
-        server.shutdown()
-        thread.join(timeout=30)
     for name in ("dashboard-health", "dashboard-charts"):
         assert (shots / f"{name}.png").stat().st_size > 20000

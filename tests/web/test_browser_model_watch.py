@@ -5,7 +5,6 @@ screenshots (into docs/screenshots/ with `make screenshots`)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import Engine, select
-from werkzeug.serving import make_server
 
 from gateway.audit import utcnow
 from gateway.models import Job, RoutingRule
@@ -25,7 +23,14 @@ from gateway.web import create_app
 from gateway.web.users import Role, create_user
 from tests.monitoring.job_rows import add_jobs
 from tests.monitoring.test_shadow_jobs import CANDIDATE, candidate_pipelines
-from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, web_settings
+from tests.web.conftest import (
+    PASSWORD,
+    WAIT_S,
+    screenshot_dir,
+    served,
+    sign_in_browser,
+    web_settings,
+)
 from tests.web.test_model_watch import RULE, drifted_history, midnight, rule_with_shadow
 
 
@@ -86,16 +91,9 @@ def test_model_watch_comparison_and_promotion(
     shadow_history(engine)
     shots = screenshot_dir(tmp_path, database_url)
     shots.mkdir(parents=True, exist_ok=True)
-    server = make_server("127.0.0.1", 0, create_app(settings, engine), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with served(create_app(settings, engine)) as base:
         browser.get(base + "/models/watch")
-        _wait_for(browser, "#login-form")
-        browser.find_element(By.ID, "username").send_keys("admin")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
+        sign_in_browser(browser, "admin")
         _wait_for(browser, "section.version")
 
         amber = browser.find_element(By.CSS_SELECTOR, 'tr[data-status="amber"]')
@@ -137,6 +135,3 @@ def test_model_watch_comparison_and_promotion(
                 )
             ).one()
         assert (pipeline, shadow) == (CANDIDATE, None)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)

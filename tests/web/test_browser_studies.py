@@ -6,7 +6,6 @@ search and the bulk retry page (into docs/screenshots/ with `make screenshots`).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
@@ -14,14 +13,20 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import Engine, select
-from werkzeug.serving import make_server
 
 from gateway.models import AuditEvent, Job, JobState
 from gateway.routing.config import RuleSettings
 from gateway.web import create_app
 from gateway.web.rule_edits import create_rule
 from gateway.web.users import Role, create_user
-from tests.web.conftest import PASSWORD, WAIT_S, screenshot_dir, web_settings
+from tests.web.conftest import (
+    PASSWORD,
+    WAIT_S,
+    screenshot_dir,
+    served,
+    sign_in_browser,
+    web_settings,
+)
 from tests.web.search_data import build_corpus
 
 
@@ -52,16 +57,9 @@ def test_search_by_accession_number_and_patient_id_then_bulk_retry(
     corpus = build_corpus(settings, engine, tmp_path / "files")
     shots = screenshot_dir(tmp_path, database_url)
     shots.mkdir(parents=True, exist_ok=True)
-    server = make_server("127.0.0.1", 0, create_app(settings, engine), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with served(create_app(settings, engine)) as base:
         browser.get(base + "/studies")
-        _wait_for(browser, "#login-form")
-        browser.find_element(By.ID, "username").send_keys("operator")
-        browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "sign-in").click()
+        sign_in_browser(browser, "operator")
         _wait_for(browser, "form#study-search")
         assert _listed(browser) == set(corpus.uids.values())
 
@@ -110,9 +108,6 @@ def test_search_by_accession_number_and_patient_id_then_bulk_retry(
         browser.find_element(By.ID, "confirm-bulk-retry").click()
         WebDriverWait(browser, WAIT_S).until(lambda d: "Retried 1 failed job(s)." in d.page_source)
         assert browser.find_element(By.ID, "bulk-count").text == "0 failed job(s) match"
-    finally:
-        server.shutdown()
-        thread.join(timeout=30)
     with engine.connect() as connection:
         state = connection.execute(
             select(Job.state).where(Job.id == corpus.jobs["D-failed"])
