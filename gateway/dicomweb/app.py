@@ -156,7 +156,7 @@ def _finish(response: Response) -> Response:
     )
     engine = ctx.engine
 
-    def write() -> None:  # after the body went out: a streamed retrieve's counts are known
+    def write() -> None:  # for a streamed retrieve, after the body went out: counts known
         outcome = Outcome.SUCCESS if response.status_code < 400 else Outcome.FAILURE
         if detail.get("failed"):
             outcome = Outcome.FAILURE
@@ -168,7 +168,12 @@ def _finish(response: Response) -> Response:
         except Exception as exc:
             LOGGER.error("DICOMweb audit write failed: %s", type(exc).__name__)
 
-    response.call_on_close(write)
+    if response.is_streamed:
+        response.call_on_close(write)
+    else:
+        # Written now: werkzeug skips call_on_close when the client resets the connection
+        # while it drains an unread request body (a refused 2 GB STOW, say).
+        write()
     return response
 
 
