@@ -43,13 +43,31 @@ UNITS = {
 AXIAL = frozenset({"long_axis", "short_axis", "mean_diameter"})
 
 
+def bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``; None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
 def label_components(labels: NDArray[np.uint8], label: int) -> NDArray[np.int32]:
     """Connected components (26-connected) of one label: 0 outside, 1..n inside.
 
     Deterministic, so the results writers find each finding's voxels again by its
-    ``component_label``."""
-    components, _n = ndimage.label(labels == label, structure=STRUCTURE_26)
-    return np.asarray(components, dtype=np.int32)
+    ``component_label``. Labelled inside the label's bounding box only: findings are small
+    against a CT volume (100x512x512 took 0.12 s whole), and a box keeps the raster order
+    that numbers the components, so the numbers are the same."""
+    mask = labels == label
+    components = np.zeros(labels.shape, dtype=np.int32)
+    box = bounding_box(mask)
+    if box is not None:
+        components[box] = ndimage.label(mask[box], structure=STRUCTURE_26)[0]
+    return components
 
 
 def _hull(points: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -222,10 +240,16 @@ def measure_segment(
     pixel = (float(pixel[0]), float(pixel[1]))
     # Blur at half the resolution, in pixels of the (near square) source grid.
     sigma_px = 0.5 * (resolution_mm or min(pixel)) / float(np.mean(pixel))
-    whole = (labels == label).astype(np.int32)
-    comp = label_components(labels, label) if components else whole
-    if not comp.any():
+    mask = labels == label
+    box = bounding_box(mask)
+    if box is None:
         return []
+    # Everything below works inside the label's box; `corner` takes it back to the volume.
+    corner = np.array([b.start for b in box], dtype=np.float64)
+    in_box = mask[box]
+    comp = (
+        ndimage.label(in_box, structure=STRUCTURE_26)[0] if components else in_box.astype(np.int32)
+    )
     found: list[SegmentFinding] = []
     for i, sl in enumerate(ndimage.find_objects(comp), start=1):
         if sl is None:
@@ -234,7 +258,7 @@ def measure_segment(
         count = int(local.sum())
         if count < min_voxels or count * voxel_volume_mm3 < min_volume_mm3:
             continue
-        offset = np.array([s.start for s in sl], dtype=np.float64)
+        offset = np.array([s.start for s in sl], dtype=np.float64) + corner
         centroid_idx = np.argwhere(local).mean(axis=0) + offset
         axes = None
         if AXIAL.intersection(measurements):
@@ -268,7 +292,7 @@ def measure_segment(
                     float(centroid_idx[1]),
                     float(centroid_idx[2]),
                 ),
-                slice_range=(int(sl[0].start), int(sl[0].stop) - 1),
+                slice_range=(int(offset[0]), int(offset[0]) + local.shape[0] - 1),
                 axial_axes=axes,
             )
         )
@@ -282,4 +306,9 @@ def segment_mask(labels: NDArray[np.uint8], segment: SegmentFinding) -> NDArray[
     """The voxels of one segment finding."""
     if segment.index == 0:
         return np.asarray(labels == segment.label)
-    return np.asarray(label_components(labels, segment.label) == segment.component_label)
+    mask = np.zeros(labels.shape, dtype=bool)
+    box = bounding_box(labels == segment.label)
+    if box is not None:
+        components = ndimage.label(labels[box] == segment.label, structure=STRUCTURE_26)[0]
+        mask[box] = components == segment.component_label
+    return mask
