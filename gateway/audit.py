@@ -23,6 +23,15 @@ class AuditKind(enum.StrEnum):
     INSTANCE_REPAIRED = "instance.repaired"
     STUDY_COMPLETE = "study.complete"
     STUDY_UPDATED = "study.updated"
+    MPPS_CREATED = "mpps.created"  # N-CREATE (IN PROGRESS)
+    MPPS_UPDATED = "mpps.updated"  # N-SET: status, listed instances
+    MPPS_REFUSED = "mpps.refused"  # N-CREATE/N-SET answered with a failure status
+    MPPS_SETTLED = "mpps.settled"  # completed its study, or discontinued (quiet period then)
+    COMMITMENT_REQUESTED = "commitment.requested"  # storage commitment N-ACTION
+    COMMITMENT_REFUSED = "commitment.refused"
+    COMMITMENT_REPORTED = "commitment.reported"  # N-EVENT-REPORT answered by the requester
+    COMMITMENT_REPORT_FAILED = "commitment.report_failed"
+    SERIES_TRIGGERED = "series.triggered"  # a rule started on a complete series
     RESULTS_STORED = "results.stored"
     RESULTS_UNSUPPORTED = "results.unsupported"
     DELIVERY_QUEUED = "delivery.queued"
@@ -67,6 +76,7 @@ class AuditKind(enum.StrEnum):
     DESTINATION_ENABLED = "destination.enabled"
     DESTINATION_DISABLED = "destination.disabled"
     SPOOL_ORPHANS_REMOVED = "spool.orphans_removed"  # files no instance row names, past grace
+    STUDY_PURGED = "study.purged"  # retention: its spool files removed, rows kept
     DICOMWEB_REQUEST = "dicomweb.request"  # one per request: client, route, UIDs, outcome
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"

@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("jobs", "list the most recent jobs"),
     ):
         _common_options(commands.add_parser(name, help=text, description=text))
+    commands.choices["migrate"].add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="migrate nothing: wait until another process (the migration job) brought the "
+        "schema to this release's revision (exit 0), at most SECONDS (exit 2)",
+    )
     text = "send a phantom study through the running gateway and check the results"
     selftest = commands.add_parser("selftest", help=text, description=text)
     _common_options(selftest)
@@ -67,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.pull.cli import add_arguments as add_pull_arguments
 
     add_pull_arguments(pull)
+    text = "purge the spool files of studies past the retention period whose jobs ended and "
+    text += "results were delivered (rows and audit stay); --dry-run lists them"
+    retention = commands.add_parser("retention", help=text, description=text)
+    _common_options(retention)
+    from gateway.retention.cli import add_arguments as add_retention_arguments
+
+    add_retention_arguments(retention)
     text = "run the admin web UI (binds web.host, default 127.0.0.1, on --http-port)"
     web = commands.add_parser("web", help=text, description=text)
     _common_options(web)
@@ -115,12 +129,36 @@ def _create_admin(args: argparse.Namespace, settings: GatewaySettings) -> int:
     return 0
 
 
-def _run_web(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    from werkzeug.serving import run_simple
+def _wait_for_schema(settings: GatewaySettings, timeout_s: float) -> int:
+    """Kubernetes init containers: wait, never migrate, so pods cannot race on DDL."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
 
     from gateway.database import make_engine
     from gateway.service import DatabaseNotMigrated, check_schema_current
-    from gateway.web import create_app
+
+    engine = make_engine(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                check_schema_current(settings, engine)
+                return 0
+            except (DatabaseNotMigrated, OperationalError) as exc:
+                if time.monotonic() >= deadline:
+                    found = str(exc).splitlines()[0]
+                    print(f"pacs-gateway: waited {timeout_s:g} s: {found}", file=sys.stderr)
+                    return 2
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        engine.dispose()
+
+
+def _run_web(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    from gateway.database import make_engine
+    from gateway.service import DatabaseNotMigrated, check_schema_current
+    from gateway.web.wsgi_server import serve_web
 
     engine = make_engine(settings)
     try:
@@ -128,8 +166,9 @@ def _run_web(args: argparse.Namespace, settings: GatewaySettings) -> int:
     except DatabaseNotMigrated as exc:
         print(f"pacs-gateway: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, engine)
-    run_simple(args.host or settings.web.host, settings.http_port, app, threaded=True)
+    finally:
+        engine.dispose()  # each web server process opens its own after the fork
+    serve_web(settings, args.host or settings.web.host)
     return 0
 
 
@@ -212,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.pull.cli import run_pull_command
 
         return run_pull_command(args, settings)
+    if args.command == "retention":
+        from gateway.retention.cli import run_retention_command
+
+        return run_retention_command(args, settings)
     if args.command == "create-admin":
         return _create_admin(args, settings)
     if args.command == "web":
@@ -225,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.selftest import run_selftest
 
         return run_selftest(settings, args.timeout, args.modality)
+    if args.command == "migrate" and args.wait is not None:
+        return _wait_for_schema(settings, args.wait)
     if args.command in ("migrate", "run"):
         from gateway import migrate
 

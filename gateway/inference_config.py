@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class InferenceSettings(BaseModel):
@@ -17,7 +17,19 @@ class InferenceSettings(BaseModel):
         default="triton", description="Where the models run: Triton server or in process."
     )
     triton_grpc_url: str = Field(
-        default="127.0.0.1:8001", description="Triton gRPC endpoint, host:port."
+        default="127.0.0.1:8001",
+        description="Triton gRPC endpoint, host:port (one server; see triton_grpc_urls).",
+    )
+    triton_grpc_urls: list[str] = Field(
+        default_factory=list,
+        description="Several Triton servers serving the same models, host:port each: every "
+        "worker process spreads its calls over them (fewest calls in flight, ties in turn) "
+        "and fails over to the next on a transient error. Empty: triton_grpc_url alone.",
+    )
+    triton_failover_cooldown_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a server that failed a call is skipped while another is left.",
     )
     triton_shared_memory: bool = Field(
         default=True,
@@ -66,3 +78,20 @@ class InferenceSettings(BaseModel):
         default=30.0, gt=0, description="How long an open circuit rejects calls."
     )
     onnx_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads.")
+
+    @field_validator("triton_grpc_urls")
+    @classmethod
+    def _host_port_each_once(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            host, _, port = url.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, found {url!r}")
+        if len(set(urls)) != len(urls):
+            raise ValueError(f"expected each server once, found {urls}")
+        return urls
+
+    @property
+    def grpc_urls(self) -> list[str]:
+        """The Triton servers to use: the list, or the single URL. Read here, not filled in
+        by a validator, so that a copy with another `triton_grpc_url` points there."""
+        return list(self.triton_grpc_urls) or [self.triton_grpc_url]

@@ -58,6 +58,9 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completion_count: Mapped[int] = mapped_column(Integer, default=0)
+    completed_by: Mapped[str | None] = mapped_column(
+        String(64), doc="The signal that completed it last: quiet period, MPPS, commitment."
+    )
     reopened_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), doc="When a late instance last reopened the complete study."
     )
@@ -75,6 +78,19 @@ class Study(Base):
     )
     patient_id_hash: Mapped[str | None] = mapped_column(
         String(64), index=True, doc="HMAC-SHA256 of the Patient ID (gateway/patient_index)."
+    )
+    # Retention (gateway/retention/): rows and audit stay, the spool files go.
+    spool_purged_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When retention last decided to purge its spool files."
+    )
+    spool_purge_through_id: Mapped[int | None] = mapped_column(
+        Integer, doc="Instances with this id or lower lose their files; later ones keep theirs."
+    )
+    spool_purge_pending: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="Decided, files not yet all removed (a crash in between): the next pass ends it.",
     )
 
     series: Mapped[list[Series]] = relationship(back_populates="study")
@@ -185,6 +201,13 @@ class RoutingRule(Base):
     prior: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     shadow_pipeline: Mapped[str | None] = mapped_column(
         String(64), doc="A second pipeline run in shadow: results stored, never delivered."
+    )
+    trigger: Mapped[str] = mapped_column(
+        String(8), default="study", server_default="study", doc="study or series"
+    )
+    series_quiet_period_s: Mapped[float | None] = mapped_column(Float)
+    quiet_period_s: Mapped[float | None] = mapped_column(
+        Float, doc="This rule's study quiet period, in place of assembly.quiet_period_s."
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -479,3 +502,103 @@ class Heartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PerformedProcedureStep(Base):
+    """A Modality Performed Procedure Step (PS3.4 F) the gateway is the SCP of: its status
+    and, once COMPLETED, the instances its Performed Series Sequence lists
+    (`expected_instances`). UIDs only; no patient or procedure text."""
+
+    __tablename__ = "performed_procedure_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    status: Mapped[str] = mapped_column(String(16), doc="IN PROGRESS, COMPLETED, DISCONTINUED")
+    study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    calling_ae: Mapped[str] = mapped_column(AE_TITLE)
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    discontinued_reason: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        doc="When it stopped being a pending signal: its study completed by it, or it was "
+        "discontinued (the quiet period decides then).",
+    )
+
+    __table_args__ = (Index("ix_pps_status_settled", "status", "settled_at"),)
+
+
+class StorageCommitment(Base):
+    """A Storage Commitment Push Model request (PS3.4 J): answered by N-EVENT-REPORT once
+    every listed instance is stored, or when `answer_by` passes. Kept so a restart before
+    the report still sends it."""
+
+    __tablename__ = "storage_commitments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(UID, unique=True)
+    calling_ae: Mapped[str] = mapped_column(AE_TITLE)
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), doc="waiting, reported or failed")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answer_by: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), doc="Report by then, missing instances as failures."
+    )
+    claimed_by: Mapped[str | None] = mapped_column(
+        String(128), doc="The listener process holding its association (or sending it)."
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    event_type: Mapped[int | None] = mapped_column(Integer, doc="1 all stored, 2 failures")
+    failed_count: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reported_via: Mapped[str | None] = mapped_column(String(32), doc="same or new association")
+    settled_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="When its list completed the studies it names."
+    )
+
+    __table_args__ = (Index("ix_storage_commitments_state", "state"),)
+
+
+class ExpectedInstance(Base):
+    """An instance a completion signal lists: an MPPS's Performed Series Sequence or a
+    storage commitment's Referenced SOP Sequence."""
+
+    __tablename__ = "expected_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mpps_id: Mapped[int | None] = mapped_column(
+        ForeignKey("performed_procedure_steps.id", ondelete="CASCADE"), index=True
+    )
+    commitment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("storage_commitments.id", ondelete="CASCADE"), index=True
+    )
+    series_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+
+
+class SeriesTrigger(Base):
+    """A rule started on one complete series before its study completed (`trigger` series,
+    gateway/completion/series_trigger.py): which signal, and how many instances the series
+    had, so the study's completion can tell whether a late instance changed it."""
+
+    __tablename__ = "series_triggers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    rule_name: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer, doc="The job's generation.")
+    instance_count: Mapped[int] = mapped_column(Integer)
+    signal: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    triggered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "study_id", "rule_name", "generation", name="uq_series_triggers_generation"
+        ),
+    )

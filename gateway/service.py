@@ -30,6 +30,7 @@ from gateway.jobs.router import StudyRouter
 from gateway.logging_setup import configure_logging
 from gateway.migrate import alembic_config
 from gateway.pull.worker import PullWorker
+from gateway.retention.purge import RetentionPass
 from gateway.settings import GatewaySettings
 from gateway.spool_hygiene import SpoolHygiene
 
@@ -127,8 +128,19 @@ def serve(
         )
     )
     # Beside assembly (once per gateway): orphan spool files of a failed commit.
+    # And retention (storage.retention_days), on the same beat.
     hygiene = SpoolHygiene(settings, engine)
-    threads.append(threading.Thread(target=hygiene.run, args=(stop,), name="spool-hygiene"))
+    retention = None
+    if settings.storage.retention_days is not None:
+        retention = RetentionPass(settings, engine)
+    threads.append(
+        threading.Thread(
+            target=hygiene.run,
+            args=(stop,),
+            kwargs={"retention": retention},
+            name="spool-hygiene",
+        )
+    )
     # Imported here: the spawned listener processes import this module and need no Celery.
     from gateway.queue.app import make_celery, send_job
 

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from gateway.ae_title import check_ae_title
+from gateway.completion.config import CompletionSettings
 from gateway.delivery.config import DeliverySettings, Destination
 from gateway.dicomweb.config import DicomWebServerSettings
 from gateway.inference_config import InferenceSettings
@@ -185,6 +186,13 @@ class StorageSettings(BaseModel):
     orphan_sweep_interval_s: float = Field(
         default=600.0, gt=0, description="How often the spool is searched for orphan files."
     )
+    retention_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="Purge the spool files of studies last received this many days ago once "
+        "every job ended and every result was delivered (gateway/retention/); rows and audit "
+        "stay. None: keep every file. The pass runs with the orphan sweep.",
+    )
 
 
 class AssemblySettings(BaseModel):
@@ -213,6 +221,10 @@ class GatewaySettings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     assembly: AssemblySettings = Field(default_factory=AssemblySettings)
+    completion: CompletionSettings = Field(
+        default_factory=CompletionSettings,
+        description="Completion signals: MPPS, storage commitment (docs/receiving.md).",
+    )
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     results: ResultsSettings = Field(default_factory=ResultsSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
@@ -347,13 +359,50 @@ def _describe(exc: ValidationError) -> str:
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 
+def secret_file_values(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """Settings whose value is a file's content: `PACS_GATEWAY_DATABASE_URL_FILE=/run/secrets/
+    database_url`, `PACS_GATEWAY_WEB__SECRET_KEY_FILE=...` (compose and Kubernetes secrets),
+    as nested values; a trailing newline is dropped. They win over the plain variable and
+    the TOML file, so a secret never has to be in either."""
+    values: dict[str, Any] = {}
+    prefix = ENV_PREFIX.upper()
+    for name, path in environ.items():
+        upper = name.upper()
+        if not (upper.startswith(prefix) and upper.endswith("_FILE")) or not path:
+            continue
+        try:
+            content = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise SettingsError(
+                f"setting {name}: expected a readable secret file, found {path} ({exc.strerror})"
+            ) from None
+        *parents, leaf = upper[len(prefix) : -len("_FILE")].lower().split("__")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = content
+    return values
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
-    """Build the settings from overrides, environment and an optional TOML file.
+    """Build the settings from overrides, environment (with *_FILE secrets) and an
+    optional TOML file.
 
     Raises SettingsError naming every bad setting.
     """
     if config_file is not None and not config_file.is_file():
         raise SettingsError(f"setting config: expected an existing TOML file, found {config_file}")
+    overrides = _merged(secret_file_values(os.environ), overrides)
     # pydantic-settings ignores environment variables of unknown sections: say so instead.
     for old, message in RENAMED_SECTIONS.items():
         prefix = f"{ENV_PREFIX}{old}__".upper()

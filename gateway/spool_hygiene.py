@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 from gateway.audit import AuditKind, Outcome, audit_row, record
 from gateway.database import writer_queue
 from gateway.models import Instance
+from gateway.retention.purge import RetentionPass
 from gateway.settings import GatewaySettings
 
 LOGGER = logging.getLogger(__name__)
@@ -132,11 +133,18 @@ class SpoolHygiene:
             self.grace_s,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """A pass at start (orphans of a crash), then every `orphan_sweep_interval_s`."""
+    def run(self, stop: threading.Event, *, retention: RetentionPass | None = None) -> None:
+        """A pass at start (orphans of a crash), then every `orphan_sweep_interval_s`; the
+        retention pass (storage.retention_days set) runs on the same beat, before the sweep."""
         while not stop.is_set():
-            try:
-                self.sweep()
-            except Exception as exc:  # the database may come back; never remove blind
-                LOGGER.error("spool hygiene pass failed: %s: %s", type(exc).__name__, exc)
+            for name, spool_pass in (
+                ("retention", None if retention is None else lambda: retention.run(stop=stop)),
+                ("spool hygiene", self.sweep),
+            ):
+                if spool_pass is None:
+                    continue
+                try:
+                    spool_pass()
+                except Exception as exc:  # the database may come back; never remove blind
+                    LOGGER.error("%s pass failed: %s: %s", name, type(exc).__name__, exc)
             stop.wait(self.interval_s)

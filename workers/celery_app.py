@@ -22,7 +22,7 @@ def run_worker(settings: GatewaySettings, broker_url: str | None = None) -> None
             f"--concurrency={settings.queue.worker_concurrency}",
             "--pool=prefork",
             f"--queues={QUEUE}",
-            f"--hostname=gateway-{os.getpid()}@%h",
+            f"--hostname={settings.queue.worker_hostname or f'gateway-{os.getpid()}@%h'}",
             "--without-gossip",
             "--without-mingle",
         ]

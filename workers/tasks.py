@@ -92,7 +92,11 @@ def register_tasks(app: Celery, settings: GatewaySettings) -> None:
         retries = int(self.request.retries or 0)
         try:
             try:
-                outcome = state.runner.run(int(job_id))
+                outcome = state.runner.run(
+                    int(job_id),
+                    worker=str(self.request.hostname or ""),
+                    task_id=str(self.request.id or ""),
+                )
             except Exception as exc:
                 raise_time_limit(exc)  # however deep a library wrapped it
                 raise

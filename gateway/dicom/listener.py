@@ -18,13 +18,17 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
 from gateway.audit import record
+from gateway.completion.config import CompletionSettings
+from gateway.completion.watch import CompletionWatch
 from gateway.dicom.association_end import AssociationEnds
 from gateway.dicom.connection_guard import ConnectionGuard, ConnectionLimits
 from gateway.dicom.dataset_limits import DatasetLimits
+from gateway.dicom.mpps import MPPS_SOP_CLASS, MppsSCP
 from gateway.dicom.pdu_guard import PduLimits
 from gateway.dicom.peers import PeerPolicy
 from gateway.dicom.rejection_audit import RejectionAudit
 from gateway.dicom.spool import Spool
+from gateway.dicom.storage_commitment import STORAGE_COMMITMENT_SOP_CLASS, StorageCommitmentSCP
 from gateway.dicom.storage_scp import StorageSCP
 from gateway.dicom.transport import GatewayAssociationServer
 from gateway.patient_index import PatientIndex
@@ -53,6 +57,13 @@ SUPPORTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
 )
 
 
+# MPPS and Storage Commitment carry small normalized datasets: uncompressed syntaxes only.
+NORMALIZED_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+)
+
+
 def configure_pynetdicom_logging() -> None:
     """pynetdicom logs query identifiers and every PDU by default: PHI and cost. Turn off."""
     _config.LOG_HANDLER_LEVEL = "none"
@@ -73,8 +84,14 @@ class _CutPduFilter(logging.Filter):
         return not str(record.msg).startswith("The received PDU is shorter than expected")
 
 
-def supported_contexts() -> list[PresentationContext]:
+def supported_contexts(completion: CompletionSettings | None = None) -> list[PresentationContext]:
     contexts = [build_context(Verification, list(SUPPORTED_TRANSFER_SYNTAXES))]
+    if completion is not None and completion.mpps:
+        contexts.append(build_context(MPPS_SOP_CLASS, list(NORMALIZED_TRANSFER_SYNTAXES)))
+    if completion is not None and completion.storage_commitment:
+        contexts.append(
+            build_context(STORAGE_COMMITMENT_SOP_CLASS, list(NORMALIZED_TRANSFER_SYNTAXES))
+        )
     contexts.extend(
         build_context(cx.abstract_syntax, list(SUPPORTED_TRANSFER_SYNTAXES))
         for cx in AllStoragePresentationContexts
@@ -225,6 +242,15 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
         dicom.ae_title, dicom.allowed_peers, require_called_ae_title=dicom.require_called_ae_title
     )
     rejections = RejectionAudit(partial(_write_audit, engine), dicom.rejection_audit_window_s)
+    completion = settings.completion
+    commitment = StorageCommitmentSCP(
+        engine,
+        completion,
+        own_ae_title=dicom.ae_title,
+        spool_dir=settings.spool_dir,
+        durable=settings.storage.fsync,
+    )
+    watch = CompletionWatch(engine, completion.signal_refresh_s, commitment.wake.set)
     scp = StorageSCP(
         engine,
         spool,
@@ -232,8 +258,14 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
         DatasetLimits.from_settings(dicom),
         rejections=rejections,
         patient_index=PatientIndex.from_settings(settings),
+        on_stored=watch.instance_stored,
     )
-    contexts = supported_contexts()
+    handlers = scp.handlers()
+    if completion.mpps:  # same allow-list (on_requested) and audit as C-STORE
+        handlers += MppsSCP(engine, watch.check).handlers()
+    if completion.storage_commitment:
+        handlers += commitment.handlers()
+    contexts = supported_contexts(completion)
     context = tls_context(dicom)
     guard = ConnectionGuard(connection_limits(dicom))
     limits = pdu_limits(dicom)
@@ -246,7 +278,7 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
                 (dicom.host, port),
                 dicom.ae_title,
                 contexts,
-                evt_handlers=scp.handlers(),
+                evt_handlers=handlers,
                 bind=bind,
                 tcp_quickack=dicom.tcp_quickack,
                 tls_context=ssl_context,
@@ -277,6 +309,15 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
         )
         flusher.start()
         listener.threads.append(flusher)
+        if completion.storage_commitment:
+            reporter = threading.Thread(
+                target=commitment.run,
+                args=(listener.stopping,),
+                name="storage-commitment-reports",
+                daemon=True,
+            )
+            reporter.start()
+            listener.threads.append(reporter)
     except Exception:
         listener.stop()
         raise

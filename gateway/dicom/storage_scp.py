@@ -8,6 +8,7 @@ success; any refusal leaves nothing stored). The network thread never does anyth
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ from pynetdicom.dsutils import encode_file_meta
 from sqlalchemy import Engine
 
 from gateway.audit import AuditKind, audit_row, record
-from gateway.dicom import statuses
+from gateway.dicom import fixed_encoding, statuses
 from gateway.dicom.association_end import AssociationEnds
 from gateway.dicom.dataset_limits import DatasetLimits
 from gateway.dicom.pdata_bound import DiscardedDataset, install_on_requested
@@ -55,8 +56,10 @@ class StorageSCP:
         *,
         rejections: RejectionAudit,
         patient_index: PatientIndex | None = None,
+        on_stored: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_stored = on_stored  # (study, series, SOP instance): completion signals
         self.spool = spool
         self.peers = peers
         self.rejections = rejections
@@ -158,9 +161,14 @@ class StorageSCP:
         dataset = request.DataSet
         if isinstance(dataset, DiscardedDataset):  # grew past dicom.max_dataset_mb
             return self._refuse(sender, statuses.OUT_OF_RESOURCES, dataset.refusal(), request)
+        meta = fixed_encoding.file_header(
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.transfer_syntax),
+        )
         outcome = self.store.receive(
             sender,
-            file_meta_bytes(event.file_meta),
+            meta if meta is not None else file_meta_bytes(event.file_meta),
             cast(BytesIO, dataset).getbuffer(),
             str(event.context.transfer_syntax),
             expected_sop_class_uid=str(request.AffectedSOPClassUID or "") or None,
@@ -168,7 +176,12 @@ class StorageSCP:
             transport=TRANSPORT,
         )
         if outcome.stored and outcome.header is not None:
-            self.association_ends.stored(event.assoc, sender, outcome.header.series_instance_uid)
+            header = outcome.header
+            self.association_ends.stored(event.assoc, sender, header.series_instance_uid)
+            if self.on_stored is not None:
+                self.on_stored(
+                    header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid
+                )
         return outcome.status
 
     def _refuse(self, sender: Sender, status: int, reason: str, request: Any) -> int:

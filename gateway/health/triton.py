@@ -5,6 +5,7 @@ too. When Triton does not answer, each model is red with the time it was last se
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -31,6 +32,29 @@ def _expected_models(settings: GatewaySettings) -> dict[tuple[str, str], list[st
     return expected
 
 
+def _server_problem(settings: GatewaySettings, url: str) -> str | None:
+    try:
+        probes.check_triton_server(settings, url)
+    except probes.ProbeError as exc:
+        return str(exc)
+    return None
+
+
+def _merged(served: list[probes.ModelStatus]) -> list[probes.ModelStatus]:
+    """One row per model and version over all servers: ready if ready on any (the workers
+    fail over to it); the servers where it is ready are named."""
+    by_key: dict[tuple[str, str], list[probes.ModelStatus]] = {}
+    for model in served:
+        by_key.setdefault((model.name, model.version), []).append(model)
+    merged = []
+    for rows in by_key.values():
+        ready = [m for m in rows if m.ready]
+        first = ready[0] if ready else rows[0]
+        where = ", ".join(m.server for m in ready)
+        merged.append(replace(first, server=where))
+    return sorted(merged, key=lambda m: (m.name, m.version))
+
+
 def triton_health(
     settings: GatewaySettings, engine: Engine, now: datetime
 ) -> tuple[list[PartHealth], list[Beat]]:
@@ -45,17 +69,32 @@ def triton_health(
                 now,
             )
         ], []
-    url = inference.triton_grpc_url
     expected = _expected_models(settings)
     seen_models = last_seen(engine, MODEL_PART)
-    try:
-        probes.check_triton(settings)
-        served = probes.triton_models(settings)
-    except probes.ProbeError as exc:
-        server_seen = last_seen(engine, PART).get(url)
-        rows = [
-            PartHealth(PART, url, Level.RED, str(exc), as_utc(server_seen) if server_seen else None)
-        ]
+    seen_servers = last_seen(engine, PART)
+    servers = [(url, _server_problem(settings, url)) for url in settings.inference.grpc_urls]
+    answering = [url for url, problem in servers if problem is None]
+    rows: list[PartHealth] = []
+    beats: list[Beat] = []
+    served: list[probes.ModelStatus] = []
+    for url, problem in servers:
+        if problem is None:
+            try:
+                listed = probes.triton_models_at(settings, url)
+            except probes.ProbeError as exc:
+                problem = str(exc)
+            else:
+                served.extend(listed)
+                rows.append(
+                    PartHealth(PART, url, Level.GREEN, f"ready, {len(listed)} models listed", now)
+                )
+                beats.append(_beat(PART, url, {"models": len(listed)}))
+                continue
+        seen = seen_servers.get(url)
+        # One server down while another answers: the workers fail over, so amber, not red.
+        level = Level.AMBER if any(u != url for u in answering) else Level.RED
+        rows.append(PartHealth(PART, url, level, problem, as_utc(seen) if seen else None))
+    if not served and not answering:
         for (name, version), pipelines in sorted(expected.items()):
             key = f"{name}:{version or 'latest'}"
             found = seen_models.get(key) or next(
@@ -73,8 +112,7 @@ def triton_health(
                 )
             )
         return rows, []
-    rows = [PartHealth(PART, url, Level.GREEN, f"ready, {len(served)} models listed", now)]
-    beats = [_beat(PART, url, {"models": len(served)})]
+    served = _merged(served)
     for model in served:
         key = f"{model.name}:{model.version}"
         users = sorted(
@@ -85,7 +123,12 @@ def triton_health(
                 for p in ps
             }
         )
-        facts = (("version", model.version), ("pipelines", ", ".join(users) or "none"))
+        facts: tuple[tuple[str, str], ...] = (
+            ("version", model.version),
+            ("pipelines", ", ".join(users) or "none"),
+        )
+        if len(servers) > 1:
+            facts += (("ready on", model.server or "none"),)
         if model.ready:
             rows.append(PartHealth(MODEL_PART, key, Level.GREEN, "ready", now, facts))
             beats.append(_beat(MODEL_PART, key, {"state": model.state}))

@@ -16,10 +16,16 @@ from datetime import timedelta
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
+from gateway.completion.series_trigger import (
+    earlier_trigger,
+    series_complete_by,
+    series_instance_count,
+)
+from gateway.completion.signals import OPEN_STATES
 from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.delivery.registry import destination_names
 from gateway.jobs.sweeper import StuckJobSweeper
-from gateway.models import Job, JobState, Study, StudyState
+from gateway.models import Job, JobState, SeriesTrigger, Study, StudyState
 from gateway.pull.gate import pull_unfinished, pulled_only_as_prior
 from gateway.pull.priors import release_overdue, request_prior, waiting_for_prior
 from gateway.routing.completeness import check_series_completeness
@@ -75,6 +81,27 @@ class StudyRouter:
                     made += self._route(connection, study_id, study_uid, generation, rules)
         return made
 
+    def trigger_complete_series(self) -> list[int]:
+        """Start the rules with `trigger = "series"` on their series as soon as it is
+        complete, while the study is still open (gateway/completion/series_trigger.py). The
+        job has the generation the study's next completion will have, so that completion
+        finds it and does not run the rule again unless a late instance changed the series."""
+        made: list[int] = []
+        with self._writers, self.engine.begin() as connection:
+            studies = connection.execute(
+                select(Study.id, Study.study_instance_uid, Study.completion_count).where(
+                    Study.state.in_(OPEN_STATES), ~pull_unfinished(Study.study_instance_uid)
+                )
+            ).all()
+            if not studies:
+                return made
+            rules = load_rules(connection)
+            if not any(r.enabled and r.trigger == "series" for r in rules):
+                return made
+            for study_id, study_uid, count in studies:
+                made += self._route(connection, study_id, study_uid, count + 1, rules, early=True)
+        return made
+
     def fail_overdue_holds(self) -> list[int]:
         """Route again every complete study held past `series_completeness.hold_s`: its
         series is still incomplete, so the job is made failed with the reason."""
@@ -125,11 +152,39 @@ class StudyRouter:
         generation: int,
         rules: Sequence[RuleSettings],
         overdue: bool = False,
+        early: bool = False,
     ) -> list[int]:
+        """`early`: the study is still open; make the job only if the rule's trigger is
+        "series" and its series is complete, silently otherwise (this runs every pass)."""
+        if early and pulled_only_as_prior(connection, study_uid):
+            return []
         if pulled_only_as_prior(connection, study_uid):
             return self._not_routed(connection, study_uid, "pulled as a prior for comparison")
         decision = route_study(connection, study_uid, rules)
         matched, rule = decision.matched, decision.rule
+        if early and (matched is None or rule is None or rule.trigger != "series"):
+            return []
+        if early and rule is not None:
+            if rule.pipeline not in self.registry:
+                return []
+            if earlier_trigger(connection, study_id, rule.name, generation) is not None:
+                return []  # started already; the study's completion looks again
+        rerun = False
+        if not early and rule is not None and rule.trigger == "series":
+            started = earlier_trigger(connection, study_id, rule.name, generation)
+            if started is not None:
+                count = series_instance_count(connection, started.series_instance_uid)
+                if count == started.instance_count:
+                    return self._not_routed(
+                        connection,
+                        study_uid,
+                        f"rule {rule.name!r}: started on series {started.series_instance_uid} "
+                        f"when {started.signal} said it was complete; unchanged since",
+                    )
+                # A late instance of the series it ran on: run again on the whole series,
+                # as a new generation of the study (its results are made anew).
+                generation = self._next_generation(connection, study_id)
+                rerun = True
         if matched is None or rule is None:
             tried = [r.name for r in rules if r.enabled]
             return self._not_routed(
@@ -154,7 +209,9 @@ class StudyRouter:
                 ~and_(Job.state == JobState.FAILED, Job.started_at.is_(None)),
             )
         ).first()
-        if earlier is not None and not rule.rerun_on_update:
+        if earlier is not None and early:
+            return []
+        if earlier is not None and not rule.rerun_on_update and not rerun:
             return self._not_routed(
                 connection,
                 study_uid,
@@ -170,6 +227,18 @@ class StudyRouter:
         )
         failure: str | None = None
         now = utcnow()
+        if early:
+            if choice.series_instance_uid is None:
+                return []  # the study's completion decides, with the reasons
+            signal = series_complete_by(
+                connection,
+                choice.series_instance_uid,
+                rule,
+                self.settings.routing.series_completeness,
+                utcnow(),
+            )
+            if signal is None:
+                return []
         if choice.series_instance_uid is None:
             details = "; ".join((choice.reason, *choice.rejected))
             if choice.code is None or choice.closest_series_uid is None:
@@ -233,6 +302,31 @@ class StudyRouter:
         ).scalar()
         if job_id is None:
             return []
+        if early:
+            connection.execute(
+                insert_ignoring_duplicates(
+                    connection, SeriesTrigger, ["study_id", "rule_name", "generation"]
+                ).values(
+                    study_id=study_id,
+                    series_instance_uid=series_uid,
+                    rule_name=rule.name,
+                    generation=generation,
+                    instance_count=series_instance_count(connection, series_uid),
+                    signal=signal,
+                    job_id=int(job_id),
+                    triggered_at=now,
+                )
+            )
+            record(
+                connection,
+                audit_row(
+                    AuditKind.SERIES_TRIGGERED,
+                    actor="router",
+                    study_instance_uid=study_uid,
+                    detail={"rule": rule.name, "series": series_uid, "signal": signal},
+                    occurred_at=now,
+                ),
+            )
         requirement = rule.prior
         if failure is None and requirement is not None:  # not sent before it ends waiting
             request_prior(connection, self.settings, int(job_id), study_uid, requirement, now)
@@ -277,6 +371,22 @@ class StudyRouter:
         )
         return [int(job_id)] if shadow_id is None else [int(job_id), shadow_id]
 
+    def _next_generation(self, connection: Connection, study_id: int) -> int:
+        """One more completion of the study, routed here (a rerun after a late instance)."""
+        connection.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(
+                completion_count=Study.completion_count + 1,
+                routed_generation=Study.completion_count + 1,
+            )
+        )
+        return int(
+            connection.execute(
+                select(Study.completion_count).where(Study.id == study_id)
+            ).scalar_one()
+        )
+
     def dispatch_queued(self) -> int:
         """Send every queued job not yet handed to the broker, or sent so long ago that its
         message must have been lost (urgent first)."""
@@ -292,15 +402,41 @@ class StudyRouter:
                 )
                 .order_by(Job.priority != "urgent", Job.id)
             ).all()
+        sent = 0
         for job_id, priority in jobs:
-            self.send(job_id, priority)
-            with self._writers, self.engine.begin() as connection:
+            if self.engine.dialect.name != "postgresql":  # one host: one router
+                self.send(job_id, priority)
+                with self._writers, self.engine.begin() as connection:
+                    connection.execute(
+                        update(Job).where(Job.id == job_id).values(enqueued_at=utcnow())
+                    )
+                sent += 1
+                continue
+            # Several gateways (hosts) share PostgreSQL: the row stays locked from this check
+            # to its mark, so another router skips it instead of sending it too (two copies
+            # of a task can run at once on two workers). A crash before the commit leaves it
+            # unmarked: sent again, as before.
+            with self.engine.begin() as connection:
+                due = connection.execute(
+                    select(Job.id)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.QUEUED,
+                        or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale),
+                    )
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if due is None:
+                    continue
+                self.send(job_id, priority)
                 connection.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
-        return len(jobs)
+                sent += 1
+        return sent
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
+                self.trigger_complete_series()
                 self.route_complete_studies()
                 self.fail_overdue_holds()
                 self.sweeper.sweep()  # before dispatch: a job queued again goes out now

@@ -29,6 +29,12 @@ class QueueSettings(BaseModel):
         "earlier lets the task record the job failed with the reason itself.",
     )
     worker_concurrency: int = Field(default=1, ge=1, le=64, description="Worker processes.")
+    worker_hostname: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$",
+        description="The worker's Celery node name (name@host), recorded on each job it "
+        "starts. None: gateway-<pid>@<this host's name>.",
+    )
     max_retries: int = Field(default=20, ge=0, description="Task retries of transient errors.")
     retry_backoff_initial_s: float = Field(default=5.0, gt=0)
     retry_backoff_max_s: float = Field(default=300.0, gt=0)

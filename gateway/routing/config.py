@@ -131,6 +131,27 @@ class RuleSettings(BaseModel):
         "compared with the rule's pipeline (see docs/model-watch.md). The settings and the "
         "admin UI refuse the rule's own pipeline; the router skips such a shadow, audited.",
     )
+    trigger: Literal["study", "series"] = Field(
+        default="study",
+        description="'study': start once the study is complete (an MPPS or storage "
+        "commitment listing every instance, else the quiet period). 'series': start as soon "
+        "as the series chosen for the model is complete (MPPS, storage commitment, Images in "
+        "Acquisition reached, or `series_quiet_period_s`), while other series still arrive.",
+    )
+    series_quiet_period_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="'series' trigger: the chosen series is complete once no instance of it "
+        "arrived for this long (None: only the signals, then the study's quiet period).",
+    )
+    quiet_period_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="This rule's study quiet period, in place of assembly.quiet_period_s "
+        "(the fallback when no completion signal comes). None: the assembly's.",
+    )
 
 
 class SeriesSelectionSettings(BaseModel):

@@ -60,6 +60,9 @@ def seed_rules(connection: Connection, rules: Sequence[RuleSettings]) -> int:
                 rerun_on_update=rule.rerun_on_update,
                 prior=prior_json(rule),
                 shadow_pipeline=rule.shadow_pipeline,
+                trigger=rule.trigger,
+                series_quiet_period_s=rule.series_quiet_period_s,
+                quiet_period_s=rule.quiet_period_s,
                 created_at=now,
                 updated_at=now,
             )
@@ -111,6 +114,9 @@ def load_rules(connection: Connection) -> list[StoredRule]:
                     rerun_on_update=row.rerun_on_update,
                     prior=row.prior,
                     shadow_pipeline=row.shadow_pipeline,
+                    trigger=row.trigger,
+                    series_quiet_period_s=row.series_quiet_period_s,
+                    quiet_period_s=row.quiet_period_s,
                 )
             )
         except ValidationError as exc:

@@ -12,6 +12,17 @@ class WebSettings(BaseModel):
         default="127.0.0.1",
         description="Address `pacs-gateway web` binds; the port is `http_port`.",
     )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Web server (gunicorn) processes; more for more CPU."
+    )
+    threads: int = Field(
+        default=8, ge=1, le=256, description="Threads per web server process (requests at once)."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Reverse proxies whose X-Forwarded-For/-Proto are trusted (comma list, "
+        "'*' for any): the proxy that terminates TLS in front of the web server.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Signs session cookies. Unset: generated once and kept in "

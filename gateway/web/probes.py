@@ -81,32 +81,42 @@ def count_workers(settings: GatewaySettings) -> int | None:
     return len(replies or [])
 
 
-def _triton_client(settings: GatewaySettings) -> Any:
+def _triton_client(url: str) -> Any:
     import tritonclient.grpc as grpcclient
 
-    return grpcclient.InferenceServerClient(url=settings.inference.triton_grpc_url)
+    return grpcclient.InferenceServerClient(url=url)
 
 
-def check_triton(settings: GatewaySettings) -> None:
-    if settings.inference.runner != "triton":
-        return
+def check_triton_server(settings: GatewaySettings, url: str) -> None:
+    """One Triton server answers and is ready, within the probe timeout."""
     timeout = settings.web.probe_timeout_s
-    host, _, port = settings.inference.triton_grpc_url.rpartition(":")
+    host, _, port = url.rpartition(":")
     tcp_check(host or "127.0.0.1", int(port), timeout)
-    client = _triton_client(settings)
+    client = _triton_client(url)
     try:
         ready = client.is_server_ready(client_timeout=timeout)
     except Exception as exc:
-        raise ProbeError(
-            f"expected Triton at {settings.inference.triton_grpc_url} to answer, found "
-            f"{type(exc).__name__}"
-        ) from exc
+        raise ProbeError(f"expected Triton at {url} to answer, found {type(exc).__name__}") from exc
     finally:
         client.close()
     if not ready:
-        raise ProbeError(
-            f"expected Triton at {settings.inference.triton_grpc_url} ready, found not"
-        )
+        raise ProbeError(f"expected Triton at {url} ready, found not")
+
+
+def check_triton(settings: GatewaySettings) -> None:
+    """Ready when at least one of the Triton servers is: the workers fail over to it (the
+    health grid shows each server). Raises ProbeError naming every server's problem."""
+    if settings.inference.runner != "triton":
+        return
+    problems = []
+    for url in settings.inference.grpc_urls:
+        try:
+            check_triton_server(settings, url)
+        except ProbeError as exc:
+            problems.append(str(exc))
+        else:
+            return
+    raise ProbeError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -119,14 +129,46 @@ class ModelStatus:
     execution_count: int
     mean_latency_ms: float | None
     failures: int
+    server: str = ""
+    """The Triton server (host:port) this row is about."""
+
+
+@dataclass(frozen=True)
+class ServerModels:
+    """What one Triton server serves, or why it is unknown."""
+
+    url: str
+    models: list[ModelStatus]
+    problem: str | None
+
+
+def triton_servers(settings: GatewaySettings) -> list[ServerModels]:
+    """Every configured Triton server with its models (or its problem), each probed with the
+    probe timeout."""
+    servers = []
+    for url in settings.inference.grpc_urls:
+        try:
+            servers.append(ServerModels(url, triton_models_at(settings, url), None))
+        except ProbeError as exc:
+            servers.append(ServerModels(url, [], str(exc)))
+    return servers
 
 
 def triton_models(settings: GatewaySettings) -> list[ModelStatus]:
-    """What Triton serves, with its statistics. Raises ProbeError when unreachable."""
+    """What the Triton servers serve, one row per server and model, with its statistics.
+    Raises ProbeError when no server answers."""
+    servers = triton_servers(settings)
+    if all(s.problem for s in servers):
+        raise ProbeError("; ".join(s.problem or "" for s in servers))
+    return [m for s in servers for m in s.models]
+
+
+def triton_models_at(settings: GatewaySettings, url: str) -> list[ModelStatus]:
+    """What the Triton server at ``url`` serves. Raises ProbeError when unreachable."""
     timeout = settings.web.probe_timeout_s
-    host, _, port = settings.inference.triton_grpc_url.rpartition(":")
+    host, _, port = url.rpartition(":")
     tcp_check(host or "127.0.0.1", int(port), timeout)
-    client = _triton_client(settings)
+    client = _triton_client(url)
     try:
         index = client.get_model_repository_index(as_json=True, client_timeout=timeout)
         stats = client.get_inference_statistics(as_json=True, client_timeout=timeout)
@@ -158,14 +200,14 @@ def triton_models(settings: GatewaySettings) -> list[ModelStatus]:
                     failures=int(
                         stat.get("inference_stats", {}).get("fail", {}).get("count", 0) or 0
                     ),
+                    server=url,
                 )
             )
     except ProbeError:
         raise
     except Exception as exc:
         raise ProbeError(
-            f"expected Triton at {settings.inference.triton_grpc_url} to list its models, "
-            f"found {type(exc).__name__}"
+            f"expected Triton at {url} to list its models, found {type(exc).__name__}"
         ) from exc
     finally:
         client.close()

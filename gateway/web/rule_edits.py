@@ -131,6 +131,9 @@ def _values(rule: RuleSettings) -> dict[str, Any]:
         "destinations": rule.destinations,
         "rerun_on_update": rule.rerun_on_update,
         "prior": prior_json(rule),
+        "trigger": rule.trigger,
+        "series_quiet_period_s": rule.series_quiet_period_s,
+        "quiet_period_s": rule.quiet_period_s,
     }
 
 

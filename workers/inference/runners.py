@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
@@ -22,6 +22,7 @@ from workers.inference.errors import (
     TransientInferenceError,
 )
 from workers.inference.findings import ModelIdentity
+from workers.inference.triton_pool import TritonPool
 from workers.inference.triton_shm import SharedMemoryError, SystemSharedMemory
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,25 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
 
 
+@dataclass
+class TritonEndpoint:
+    """One Triton server as a runner sees it: its client, shared memory and breaker."""
+
+    url: str
+    client: Any
+    breaker: CircuitBreaker
+    shm: SystemSharedMemory | None = None
+    shm_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        if self.shm is not None:
+            self.shm.close()
+        self.client.close()
+
+
 class TritonRunner:
-    """Triton Inference Server over gRPC: binary tensors, deadlines, retries, breaker."""
+    """Triton Inference Server over gRPC: binary tensors, deadlines, retries, breaker; with
+    several servers (``grpc_urls``), balancing and failover (`TritonPool`)."""
 
     name = "triton"
 
@@ -155,23 +173,38 @@ class TritonRunner:
 
         self._grpc = grpcclient
         self.settings = settings
-        self.url = settings.triton_grpc_url
-        self._client = grpcclient.InferenceServerClient(url=self.url)
-        self.breaker = CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s)
+        urls = settings.grpc_urls
+        self.url = ", ".join(urls)
+        self.endpoints = [self._endpoint(url) for url in urls]
+        self.pool = TritonPool(urls, settings.triton_failover_cooldown_s)
         self._sleep = sleep
-        self._shm: SystemSharedMemory | None = None
-        if settings.triton_shared_memory and _on_this_host(self.url):
-            self._shm = SystemSharedMemory(self._client)
-        self._shm_lock = threading.Lock()
+
+    def _endpoint(self, url: str) -> TritonEndpoint:
+        s = self.settings
+        client = self._grpc.InferenceServerClient(url=url)
+        endpoint = TritonEndpoint(
+            url, client, CircuitBreaker(s.circuit_failure_threshold, s.circuit_reset_s)
+        )
+        if s.triton_shared_memory and _on_this_host(url):
+            endpoint.shm = SystemSharedMemory(client)
+        return endpoint
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The first server's breaker (the only one with a single server)."""
+        return self.endpoints[0].breaker
+
+    @breaker.setter
+    def breaker(self, breaker: CircuitBreaker) -> None:
+        self.endpoints[0].breaker = breaker
 
     @property
     def uses_shared_memory(self) -> bool:
-        return self._shm is not None
+        return any(e.shm is not None for e in self.endpoints)
 
     def close(self) -> None:
-        if self._shm is not None:
-            self._shm.close()
-        self._client.close()
+        for endpoint in self.endpoints:
+            endpoint.close()
 
     # -- error handling -------------------------------------------------------------------
     @staticmethod
@@ -199,10 +232,21 @@ class TritonRunner:
         return PermanentInferenceError(f"Triton {status or 'error'}: {message}")
 
     def _call(self, what: str, deadline: Deadline, fn: Callable[[float], T]) -> T:
-        """Run ``fn(timeout)`` with retries, exponential back-off and the circuit breaker."""
+        """``fn(timeout)`` on whichever server the pool picks (see `_call_on`)."""
+        return self._call_on(what, deadline, lambda _endpoint, timeout: fn(timeout))
+
+    def _call_on(
+        self, what: str, deadline: Deadline, fn: Callable[[TritonEndpoint, float], T]
+    ) -> T:
+        """Run ``fn(endpoint, timeout)`` with retries, exponential back-off and each server's
+        circuit breaker. A transient failure moves to another server at once while one is
+        left that has not failed (and is not cooling down); when none is, back off. A
+        permanent error (bad input, unknown model) is raised: another server would say the
+        same."""
         s = self.settings
         delay = s.backoff_initial_s
         attempt = 0
+        tried: set[int] = set()
         last: InferenceError | None = None
         while True:
             remaining = deadline.remaining()
@@ -211,22 +255,28 @@ class TritonRunner:
                     f"{what}: no answer from Triton at {self.url} within the deadline of "
                     f"{deadline.seconds:.0f} s after {attempt} attempt(s); last error: {last}"
                 )
+            opened = {i for i, e in enumerate(self.endpoints) if e.breaker.is_open}
+            index = self.pool.acquire(avoid=tried | opened, kind=what)
+            endpoint = self.endpoints[index]
             try:
-                self.breaker.before_call()
-            except CircuitOpenError as exc:
+                endpoint.breaker.before_call()
+            except CircuitOpenError as exc:  # every server's circuit is open: wait
+                self.pool.release(index, failed=None)
                 last = exc
-                wait = min(self.breaker.retry_after(), remaining)
+                wait = min(endpoint.breaker.retry_after(), remaining)
                 self._sleep(max(wait, 0.01))
                 continue
+            failed = False
             try:
-                result = fn(min(s.request_timeout_s, remaining))
+                result = fn(endpoint, min(s.request_timeout_s, remaining))
             except PermanentInferenceError:
                 raise
             except Exception as exc:  # tritonclient raises InferenceServerException
                 err = exc if isinstance(exc, InferenceError) else self.classify(exc)
                 if isinstance(err, PermanentInferenceError):
                     raise err from exc
-                self.breaker.failure()
+                failed = True
+                endpoint.breaker.failure()
                 last = err
                 attempt += 1
                 if attempt > s.max_retries:
@@ -234,29 +284,37 @@ class TritonRunner:
                         f"{what}: Triton at {self.url} still failing after {attempt} attempt(s)"
                         f": {err}"
                     ) from exc
+                tried.add(index)
+                if self.pool.has_alternative(avoid=tried | opened):
+                    log.warning(
+                        "%s failed on %s (%s); trying another server", what, endpoint.url, err
+                    )
+                    continue
+                tried.clear()
                 wait = min(delay, s.backoff_max_s, max(deadline.remaining(), 0.0))
                 log.warning("%s failed (%s); retry %d in %.1f s", what, err, attempt, wait)
                 self._sleep(wait)
                 delay *= s.backoff_multiplier
                 continue
-            self.breaker.success()
+            finally:
+                self.pool.release(index, failed=failed)
+            endpoint.breaker.success()
             return result
 
     # -- API --------------------------------------------------------------------------------
     def check_model(self, spec: ModelSpec, deadline: Deadline) -> ModelIdentity:
-        def ready(timeout: float) -> ModelIdentity:
-            if not self._client.is_model_ready(spec.name, spec.version, client_timeout=timeout):
+        def ready(endpoint: TritonEndpoint, timeout: float) -> ModelIdentity:
+            client = endpoint.client
+            if not client.is_model_ready(spec.name, spec.version, client_timeout=timeout):
                 try:
-                    index = self._client.get_model_repository_index(
-                        as_json=True, client_timeout=timeout
-                    )
+                    index = client.get_model_repository_index(as_json=True, client_timeout=timeout)
                 except Exception:
                     index = {}
                 entries = index.get("models", [])
                 known = {m.get("name") for m in entries}
                 if index and spec.name not in known:
                     raise PermanentInferenceError(
-                        f"model {spec.name!r} is not in Triton's repository at {self.url}; "
+                        f"model {spec.name!r} is not in Triton's repository at {endpoint.url}; "
                         f"found {sorted(n for n in known if n)}"
                     )
                 versions = sorted(
@@ -272,7 +330,7 @@ class TritonRunner:
                 raise TransientInferenceError(
                     f"model {spec.name!r} version {spec.version or 'latest'} is not ready"
                 )
-            meta: dict[str, Any] = self._client.get_model_metadata(
+            meta: dict[str, Any] = client.get_model_metadata(
                 spec.name, spec.version, as_json=True, client_timeout=timeout
             )
             versions = [str(v) for v in meta.get("versions", [])]
@@ -288,7 +346,7 @@ class TritonRunner:
             version = spec.version or (max(versions, key=int) if versions else "")
             return ModelIdentity(spec.name, version)
 
-        return self._call(f"readiness of {spec.name}", deadline, ready)
+        return self._call_on(f"readiness of {spec.name}", deadline, ready)
 
     def infer(
         self, spec: ModelSpec, batch: NDArray[np.float32], deadline: Deadline
@@ -299,21 +357,22 @@ class TritonRunner:
             )
         data = np.ascontiguousarray(batch, dtype=spec.numpy_dtype)
 
-        def call(timeout: float) -> NDArray[np.float32]:
+        def call(endpoint: TritonEndpoint, timeout: float) -> NDArray[np.float32]:
             # shared memory carries FP32 only (its output region is read as float32): FP16
             # models go over plain gRPC
-            if self._shm is not None and spec.dtype == "FP32":
-                with self._shm_lock:
+            shm = endpoint.shm
+            if shm is not None and spec.dtype == "FP32":
+                with endpoint.shm_lock:
                     try:
-                        return self._infer_shared(spec, data, timeout)
+                        return self._infer_shared(endpoint, shm, spec, data, timeout)
                     except SharedMemoryError as exc:
                         log.warning("shared memory unusable, using gRPC only: %s", exc)
-                        self._shm.close()
-                        self._shm = None
+                        shm.close()
+                        endpoint.shm = None
                     except Exception as exc:
                         if "shared memory" in str(exc).lower():
                             # Triton restarted and forgot our regions: register them again.
-                            self._shm.reset()
+                            shm.reset()
                             raise TransientInferenceError(
                                 f"Triton lost shared memory: {exc}"
                             ) from exc
@@ -321,7 +380,7 @@ class TritonRunner:
             inp = self._grpc.InferInput(spec.input_name, list(data.shape), spec.dtype)
             inp.set_data_from_numpy(data)
             out = self._grpc.InferRequestedOutput(spec.output_name)
-            result = self._client.infer(
+            result = endpoint.client.infer(
                 spec.name,
                 [inp],
                 model_version=spec.version,
@@ -335,7 +394,7 @@ class TritonRunner:
                 )
             return np.asarray(arr, dtype=np.float32)
 
-        out = self._call(f"inference of {spec.name}", deadline, call)
+        out = self._call_on(f"inference of {spec.name}", deadline, call)
         want = (data.shape[0], *spec.output_shape)
         if tuple(out.shape) != want:
             raise PermanentInferenceError(
@@ -344,23 +403,27 @@ class TritonRunner:
         return out
 
     def _infer_shared(
-        self, spec: ModelSpec, data: NDArray[np.float32], timeout: float
+        self,
+        endpoint: TritonEndpoint,
+        shm: SystemSharedMemory,
+        spec: ModelSpec,
+        data: NDArray[np.float32],
+        timeout: float,
     ) -> NDArray[np.float32]:
-        assert self._shm is not None
         out_shape = (data.shape[0], *spec.output_shape)
         out_bytes = int(np.prod(out_shape)) * 4
         inp = self._grpc.InferInput(spec.input_name, list(data.shape), "FP32")
-        inp.set_shared_memory(self._shm.write_input(data, timeout), data.nbytes)
+        inp.set_shared_memory(shm.write_input(data, timeout), data.nbytes)
         out = self._grpc.InferRequestedOutput(spec.output_name)
-        out.set_shared_memory(self._shm.output_region(out_bytes, timeout), out_bytes)
-        self._client.infer(
+        out.set_shared_memory(shm.output_region(out_bytes, timeout), out_bytes)
+        endpoint.client.infer(
             spec.name,
             [inp],
             model_version=spec.version,
             outputs=[out],
             client_timeout=timeout,
         )
-        return self._shm.read_output(out_shape)
+        return shm.read_output(out_shape)
 
 
 def _on_this_host(url: str) -> bool:

@@ -142,7 +142,10 @@ class JobRunner:
                 )
 
     # --- the job ----------------------------------------------------------------------
-    def run(self, job_id: int) -> JobOutcome:
+    def run(self, job_id: int, worker: str = "", task_id: str = "") -> JobOutcome:
+        """Run the job's stages that are not done yet. Its job.started event records the
+        worker (Celery node name: which host ran which attempt) and the task message's ID
+        (a retry keeps it; a second message for the job has another)."""
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
         if job.state in TERMINAL_JOB_STATES:
@@ -152,7 +155,12 @@ class JobRunner:
         self._update(
             job_id,
             AuditKind.JOB_STARTED,
-            detail={"attempt": job.attempts + 1, "state": job.state.value},
+            detail={
+                "attempt": job.attempts + 1,
+                "state": job.state.value,
+                "worker": worker,
+                "task": task_id,
+            },
             stage_seconds={"queue_wait": _seconds(now, job.enqueued_at)} if first_start else None,
             attempts=job.attempts + 1,
             started_at=job.started_at or now,

@@ -21,15 +21,19 @@ def index() -> str:
     settings = web_context().settings
     models: list[probes.ModelStatus] = []
     problem = None
+    server_problems: list[str] = []
     if settings.inference.runner != "triton":
         problem = (
             "The models run in the workers with onnxruntime (inference.runner), not on Triton."
         )
     else:
-        try:
-            models = probes.triton_models(settings)
-        except probes.ProbeError as exc:
-            problem = f"Triton is unreachable: {exc}"
+        servers = probes.triton_servers(settings)
+        models = [m for s in servers for m in s.models]
+        failing = [s.problem for s in servers if s.problem]
+        if len(failing) == len(servers):
+            problem = f"Triton is unreachable: {'; '.join(failing)}"
+        else:
+            server_problems = [f"A Triton server is unreachable: {p}" for p in failing]
     ready = {(m.name, m.version) for m in models if m.ready}
     pipelines = [
         PipelineRow(
@@ -57,7 +61,9 @@ def index() -> str:
         "models.html",
         models=models,
         problem=problem,
-        url=settings.inference.triton_grpc_url,
+        server_problems=server_problems,
+        url=", ".join(settings.inference.grpc_urls),
+        several=len(settings.inference.grpc_urls) > 1,
         pipelines=pipelines,
     )
 

@@ -82,6 +82,9 @@ def _form_data(name: str) -> dict[str, Any]:
         "pipeline": form.get("pipeline", ""),
         "destinations": destinations or None,
         "rerun_on_update": form.get("rerun_on_update") == "on",
+        "trigger": form.get("trigger", "study"),
+        "series_quiet_period_s": form.get("series_quiet_period_s", "").strip() or None,
+        "quiet_period_s": form.get("quiet_period_s", "").strip() or None,
         "conditions": parse_conditions(form.get("conditions", "")),
         "prior": parse_prior(
             form.get("prior_within_years", ""),
@@ -122,6 +125,9 @@ def _submitted(name: str) -> dict[str, Any]:
         "pipeline": form.get("pipeline", ""),
         "destinations": form.getlist("destinations") or None,
         "rerun_on_update": form.get("rerun_on_update") == "on",
+        "trigger": form.get("trigger", "study"),
+        "series_quiet_period_s": form.get("series_quiet_period_s", ""),
+        "quiet_period_s": form.get("quiet_period_s", ""),
     }
 
 

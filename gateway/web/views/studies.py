@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from gateway.audit import AuditKind, audit_row, record
+from gateway.completion.signals import mpps_waiting_reason
 from gateway.database import writer_queue
 from gateway.jobs.control import JobActionRefused, cancel_job, retry_job
 from gateway.models import (
@@ -219,6 +220,7 @@ def detail(uid: str) -> str:
             .all()
         )
         priors, held_priors = _job_priors(connection, [j.id for j in jobs])
+        completion_wait = mpps_waiting_reason(connection.connection(), uid)
         deliveries = (
             connection.execute(
                 select(Delivery)
@@ -254,6 +256,7 @@ def detail(uid: str) -> str:
         "study.html",
         study=study,
         hold_until=hold_until,
+        completion_wait=completion_wait,
         series=series,
         jobs=jobs,
         priors=priors,
