@@ -53,6 +53,7 @@ class AuditKind(enum.StrEnum):
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
     JOB_REQUEUED = "job.requeued"
+    JOB_SKIPPED = "job.skipped"  # another runner holds the job's lease: this one did nothing
     RULE_SEEDED = "rule.seeded"
     RULE_CREATED = "rule.created"
     RULE_UPDATED = "rule.updated"

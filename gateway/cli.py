@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("check-config", "validate the settings and print them"),
         ("triton", "run the bundled Triton Inference Server on triton_models/ until stopped"),
         ("worker", "run a Celery worker that processes jobs"),
+        ("prefetch", "decode and preprocess series as they arrive (serve runs it beside itself)"),
         ("jobs", "list the most recent jobs"),
     ):
         _common_options(commands.add_parser(name, help=text, description=text))
@@ -259,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return _create_admin(args, settings)
     if args.command == "web":
         return _run_web(args, settings)
+    if args.command == "prefetch":
+        from workers.prefetch.process import run_prefetcher_forever
+
+        return run_prefetcher_forever(settings)
     if args.command == "worker":
         from workers.celery_app import run_worker
 
@@ -283,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.run_all import run_everything
 
             return run_everything(settings, _cli_args(args))
-        serve(settings)
+        from workers.prefetch.process import prefetching
+
+        with prefetching(settings):  # its own process, if prefetch.enabled
+            serve(settings)
     except DatabaseNotMigrated as exc:
         print(f"pacs-gateway: {exc}", file=sys.stderr)
         return 2

@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from gateway.settings_section import SettingsSection
 
 
-class InferenceSettings(BaseModel):
+class InferenceSettings(SettingsSection):
     """How workers reach the models: Triton over gRPC, or onnxruntime in process."""
 
     runner: Literal["triton", "onnxruntime"] = Field(

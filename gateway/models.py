@@ -270,6 +270,13 @@ class Job(Base):
         index=True,
         doc="A shadow job: the primary job it runs beside; its results are never delivered.",
     )
+    # The runner that holds the job now (gateway/jobs/claim.py): one at a time.
+    claimed_by: Mapped[str | None] = mapped_column(
+        String(255), doc="Worker/pid/task/token of the runner holding the lease."
+    )
+    lease_until: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="The holder's lease ends then unless renewed."
+    )
 
     __table_args__ = (
         UniqueConstraint(

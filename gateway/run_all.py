@@ -41,6 +41,9 @@ def run_everything(settings: GatewaySettings, cli_args: list[str]) -> int:
                 [sys.executable, "-m", "gateway.cli", command, *cli_args], env=env
             )
             stack.callback(_stop, child)
+        from workers.prefetch.process import prefetching
+
+        stack.enter_context(prefetching(settings))  # its own process, if prefetch.enabled
         serve(settings, on_ready=lambda ports: _say_ready(ports, cli_args))
     return 0
 

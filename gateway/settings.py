@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -33,6 +33,7 @@ from gateway.pull.config import PullSettings
 from gateway.queue.config import QueueSettings
 from gateway.results.config import ResultsSettings
 from gateway.routing.config import RoutingSettings
+from gateway.settings_section import SettingsSection
 from gateway.web.config import WebSettings
 
 ENV_PREFIX = "PACS_GATEWAY_"
@@ -45,7 +46,7 @@ RENAMED_SECTIONS = {
 }
 
 
-class AllowedPeer(BaseModel):
+class AllowedPeer(SettingsSection):
     """A calling application entity allowed to associate: AE title plus source network."""
 
     ae_title: str = Field(description="Calling AE title, or '*' for any title from `host`.")
@@ -68,7 +69,7 @@ class AllowedPeer(BaseModel):
         return value
 
 
-class TLSSettings(BaseModel):
+class TLSSettings(SettingsSection):
     """Optional DICOM TLS listener on a second port; mutual TLS when `ca_file` is set."""
 
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -91,7 +92,7 @@ class TLSSettings(BaseModel):
         return self
 
 
-class DicomSettings(BaseModel):
+class DicomSettings(SettingsSection):
     """The DICOM listener (Storage SCP and Verification SCP)."""
 
     ae_title: str = "PACSGATEWAY"
@@ -170,7 +171,7 @@ class DicomSettings(BaseModel):
         return check_ae_title(value)
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(SettingsSection):
     """Spool and free-space guard."""
 
     min_free_mb: int = Field(
@@ -195,11 +196,43 @@ class StorageSettings(BaseModel):
     )
 
 
-class AssemblySettings(BaseModel):
+class AssemblySettings(SettingsSection):
     """Study completeness by quiet period."""
 
     quiet_period_s: float = Field(default=30.0, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
+
+
+class PrefetchSettings(SettingsSection):
+    """Decode and preprocess series while their instances arrive (workers/prefetch/,
+    docs/pipeline.md "Prefetch"); the cache lives in `<data_dir>/prefetch/`."""
+
+    enabled: bool = Field(
+        default=True,
+        description="`serve` runs the prefetcher in a process of its own; workers use the cache.",
+    )
+    grids: bool = Field(
+        default=True, description="Also make the model-grid slices of the pipelines' models."
+    )
+    poll_interval_s: float = Field(
+        default=0.1, gt=0, description="New instances checked this often."
+    )
+    lookback_s: float = Field(
+        default=600.0, ge=0, description="At start, instances received this recently are taken."
+    )
+    max_age_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A series' cache untouched this long is removed (it holds pixel data).",
+    )
+    nice: int = Field(
+        default=10, ge=0, le=19, description="The process's niceness: ingest goes first."
+    )
+    idle_priority: bool = Field(
+        default=True,
+        description="Run at the idle CPU and disk scheduling class (Linux): only what the "
+        "listener, workers and Triton leave.",
+    )
 
 
 class GatewaySettings(BaseSettings):
@@ -221,6 +254,7 @@ class GatewaySettings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     assembly: AssemblySettings = Field(default_factory=AssemblySettings)
+    prefetch: PrefetchSettings = Field(default_factory=PrefetchSettings)
     completion: CompletionSettings = Field(
         default_factory=CompletionSettings,
         description="Completion signals: MPPS, storage commitment (docs/receiving.md).",
@@ -354,6 +388,14 @@ def _describe(exc: ValidationError) -> str:
             continue
         name = ".".join(str(part) for part in error["loc"]) or "(settings)"
         found = error.get("input")
+        if error["type"] == "extra_forbidden" and len(error["loc"]) > 1:
+            # A typo in a section was dropped silently before every section forbade extras.
+            *section, key = (str(part) for part in error["loc"])
+            lines.append(
+                f"setting {name}: expected a known key of section [{'.'.join(section)}], "
+                f"found unknown key {key!r} (a typo?)"
+            )
+            continue
         found_text = "" if isinstance(found, dict) else f" (found {found!r})"
         lines.append(f"setting {name}: {error['msg']}{found_text}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -10,7 +10,8 @@ if (($# > 0)); then
 else
     packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server
         chromium chromium-driver pixelmed-apps
-        podman runc debootstrap)  # the container images and compose file (tests/deploy)
+        podman runc debootstrap  # the container images and compose file (tests/deploy)
+        strace)  # tests/listener/test_durability_order.py: the order of syncs, commit, response
     # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
     # ships it in a separate package.
     python="$(command -v python3 || true)"

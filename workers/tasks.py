@@ -111,13 +111,18 @@ def register_tasks(app: Celery, settings: GatewaySettings) -> None:
                 )
                 return "failed"
             raise self.retry(countdown=queue.retry_backoff_s(retries), exc=exc) from exc
+        priority: Any = (self.request.delivery_info or {}).get("priority")
+        if outcome.recheck_in_s is not None:
+            # Held by another runner: one message looks again when the lease expires, so
+            # a runner that died is taken over and a live one is never run beside.
+            self.apply_async((job_id,), countdown=outcome.recheck_in_s, priority=priority)
+            return "skipped"
         if outcome.retry_in_s is None:
             return outcome.state.value
         if retries >= queue.max_retries:
             end_job(int(job_id), f"gave up after {retries + 1} attempts: {outcome.message}")
             return "failed"
         countdown = outcome.retry_in_s or queue.retry_backoff_s(retries)
-        priority: Any = (self.request.delivery_info or {}).get("priority")
         raise self.retry(countdown=countdown, priority=priority)
 
     def on_hard_time_limit(

@@ -302,6 +302,9 @@ def gateway_environment(
         }
     )
     env["PACS_GATEWAY_STORAGE"] = json.dumps({"min_free_mb": 0, "fsync": fsync})
+    # The receiver alone: `serve` may also run the prefetcher (decoding series as they
+    # arrive, its own process), which is not ingest and which Orthanc does not do.
+    env["PACS_GATEWAY_PREFETCH"] = json.dumps({"enabled": False})
     return env
 
 
@@ -766,7 +769,8 @@ def render(info: dict[str, Any], args: argparse.Namespace, summary: dict[str, An
         "time of storescu from start to exit. MB = 10^6 bytes of DICOM files.",
         "- gateway: `pacs-gateway serve`, SQLite in a fresh temp data dir, "
         "`storage.fsync = true`, `storage.min_free_mb = 0`, allowed peers `*`@127.0.0.1, "
-        "log level INFO; `lp` = `dicom.listener_processes`, `qa` = `dicom.tcp_quickack`. "
+        "`prefetch.enabled = false` (the receiver alone), log level INFO; "
+        "`lp` = `dicom.listener_processes`, `qa` = `dicom.tcp_quickack`. "
         "storescp: `-od <tmp>` (writes without fsync). Orthanc: own JSON config, temp "
         "storage, no plugins, defaults otherwise (`SyncStorageArea` true).",
         "- every measurement starts a fresh receiver; `stored` checks the receiver really "

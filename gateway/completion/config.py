@@ -3,12 +3,13 @@ commitment report goes when the requester's association has closed."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from gateway.ae_title import check_ae_title
+from gateway.settings_section import SettingsSection
 
 
-class ReportPeer(BaseModel):
+class ReportPeer(SettingsSection):
     """A requester of storage commitment the gateway may call back (a new association for
     the N-EVENT-REPORT): never an address taken from the request itself."""
 
@@ -22,7 +23,7 @@ class ReportPeer(BaseModel):
         return check_ae_title(value)
 
 
-class CompletionSettings(BaseModel):
+class CompletionSettings(SettingsSection):
     mpps: bool = Field(
         default=True,
         description="Serve Modality Performed Procedure Step (N-CREATE, N-SET): a COMPLETED "

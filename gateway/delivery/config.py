@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from gateway.ae_title import check_ae_title
 from gateway.results.forms import DEFAULT_FORMS, ResultForm, unique_forms
+from gateway.settings_section import SettingsSection
 
 
 def _default_forms() -> list[ResultForm]:
@@ -26,7 +27,7 @@ Forms = Annotated[
 ]
 
 
-class DestinationTLS(BaseModel):
+class DestinationTLS(SettingsSection):
     """TLS to a DICOM destination; a client certificate when the peer wants mutual TLS."""
 
     ca_file: Path = Field(description="CA bundle that signed the destination's certificate.")
@@ -45,7 +46,7 @@ class DestinationTLS(BaseModel):
         return self
 
 
-class DicomDestination(BaseModel):
+class DicomDestination(SettingsSection):
     """A DICOM Storage SCP (a PACS) reached by C-STORE."""
 
     kind: Literal["dicom"] = "dicom"
@@ -65,7 +66,7 @@ class DicomDestination(BaseModel):
         return None if value is None else check_ae_title(value)
 
 
-class DicomWebDestination(BaseModel):
+class DicomWebDestination(SettingsSection):
     """A DICOMweb server reached by STOW-RS (POST {url}/studies)."""
 
     kind: Literal["dicomweb"] = "dicomweb"
@@ -89,7 +90,7 @@ class DicomWebDestination(BaseModel):
 Destination = Annotated[DicomDestination | DicomWebDestination, Field(discriminator="kind")]
 
 
-class DeliverySettings(BaseModel):
+class DeliverySettings(SettingsSection):
     """Retries, back-off and timeouts of every delivery."""
 
     max_attempts: int = Field(

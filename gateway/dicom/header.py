@@ -7,8 +7,10 @@ header says one thing and whose body says another is never stored.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -18,10 +20,13 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from gateway.dicom.byte_readers import BufferReader, ByteReader, InflateError, InflatingReader
 from gateway.dicom.dataset_limits import DatasetLimits
-from gateway.dicom.structure import MalformedStructure, check_structure
+from gateway.dicom.raw_header import read_values
+from gateway.dicom.structure import MalformedStructure, TopLevelElement, check_structure
 
 _UID_SYNTAX = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _PIXEL_DATA_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+# A pydicom Dataset or the values read from the bytes (raw_header.py): both have .get().
+Values = Dataset | Mapping[str, Any]
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Inflated bytes kept for the header parse; a bigger deflated body is walked as it inflates
 # and only its attributes up to group 0020 (all we index) are read from these bytes.
@@ -70,14 +75,14 @@ def check_uid(name: str, value: object) -> str:
     return text
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+def _text(ds: Values, keyword: str, limit: int) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
     return str(value)[:limit]
 
 
-def _number(ds: Dataset, keyword: str, kind: type[int] | type[float]) -> int | float | None:
+def _number(ds: Values, keyword: str, kind: type[int] | type[float]) -> int | float | None:
     value = ds.get(keyword)
     if value is None or value == "":
         return None
@@ -87,7 +92,7 @@ def _number(ds: Dataset, keyword: str, kind: type[int] | type[float]) -> int | f
         return None  # tolerate a malformed optional attribute when reading
 
 
-def _slice_position(ds: Dataset) -> float | None:
+def _slice_position(ds: Values) -> float | None:
     """ImagePositionPatient projected on the slice normal (row x column direction), or None
     when either attribute is missing or malformed (tolerated when reading)."""
     try:
@@ -119,13 +124,19 @@ def _inflate(body: bytes | memoryview, limits: DatasetLimits) -> tuple[bytes, in
     return bytes(reader.kept), reader.inflated
 
 
-def _check_structure(reader: ByteReader, transfer_syntax: UID, limits: DatasetLimits) -> None:
+def _check_structure(
+    reader: ByteReader,
+    transfer_syntax: UID,
+    limits: DatasetLimits,
+    top_level: dict[int, TopLevelElement] | None = None,
+) -> None:
     try:
         check_structure(
             reader,
             implicit_vr=transfer_syntax.is_implicit_VR,
             little_endian=transfer_syntax.is_little_endian,
             max_depth=limits.max_sequence_depth,
+            top_level=top_level,
         )
     except MalformedStructure as exc:
         raise UnreadableDataset(str(exc)) from exc
@@ -162,12 +173,10 @@ def _check_complete(ds: Dataset, size: int) -> None:
             )
 
 
-def _check_pixel_encapsulation(ds: Dataset, transfer_syntax: UID) -> None:
-    for tag in _PIXEL_DATA_TAGS:
-        raw = ds._dict.get(tag)  # raw element: its length, no value decoded
-        if raw is None:
-            continue
-        undefined = getattr(raw, "length", None) == _UNDEFINED_LENGTH
+def _check_pixel_encapsulation(lengths: list[int | None], transfer_syntax: UID) -> None:
+    """`lengths`: value length of each pixel data element present (None: not known)."""
+    for length in lengths:
+        undefined = length == _UNDEFINED_LENGTH
         if transfer_syntax.is_encapsulated and not undefined:
             raise UnreadableDataset(
                 f"expected encapsulated pixel data for {transfer_syntax.name}, found native"
@@ -176,6 +185,30 @@ def _check_pixel_encapsulation(ds: Dataset, transfer_syntax: UID) -> None:
             raise UnreadableDataset(
                 f"expected native pixel data for {transfer_syntax.name}, found encapsulated"
             )
+
+
+def _header(ds: Values, transfer_syntax: UID) -> InstanceHeader:
+    return InstanceHeader(
+        sop_class_uid=check_uid("SOP Class UID", ds.get("SOPClassUID")),
+        sop_instance_uid=check_uid("SOP Instance UID", ds.get("SOPInstanceUID")),
+        study_instance_uid=check_uid("Study Instance UID", ds.get("StudyInstanceUID")),
+        series_instance_uid=check_uid("Series Instance UID", ds.get("SeriesInstanceUID")),
+        transfer_syntax_uid=str(transfer_syntax),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID", 64),
+        modality=_text(ds, "Modality", 16),
+        body_part_examined=_text(ds, "BodyPartExamined", 64),
+        study_description=_text(ds, "StudyDescription", 64),
+        series_description=_text(ds, "SeriesDescription", 64),
+        series_number=_number(ds, "SeriesNumber", int),  # type: ignore[arg-type]
+        instance_number=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
+        slice_thickness=_number(ds, "SliceThickness", float),
+        study_date=_text(ds, "StudyDate", 8),
+        slice_position=_slice_position(ds),
+        images_in_acquisition=_number(ds, "ImagesInAcquisition", int),  # type: ignore[arg-type]
+        acquisition_number=_number(ds, "AcquisitionNumber", int),  # type: ignore[arg-type]
+        accession_number=_text(ds, "AccessionNumber", 64),
+        patient_id=_text(ds, "PatientID", 64),
+    )
 
 
 def read_header(
@@ -194,8 +227,21 @@ def read_header(
     else:
         size = len(body)
     _check_body_matches_syntax(body, transfer_syntax)
+    top_level: dict[int, TopLevelElement] | None = None
     if transfer_syntax != DeflatedExplicitVRLittleEndian:
-        _check_structure(BufferReader(body), transfer_syntax, limits)
+        top_level = {} if transfer_syntax.is_little_endian else None
+        _check_structure(BufferReader(body), transfer_syntax, limits, top_level)
+    if top_level is not None:  # located by the walk: read the values from the bytes
+        values = read_values(body, top_level)
+        if values is not None:
+            if "SOPInstanceUID" not in values:
+                raise UnreadableDataset("expected SOP Instance UID (0008,0018), found none")
+            pixel: list[int | None] = [
+                top_level[tag][2] for tag in _PIXEL_DATA_TAGS if tag in top_level
+            ]
+            _check_pixel_encapsulation(pixel, transfer_syntax)
+            # The walk has checked that every value lies inside the bytes (_check_complete).
+            return _header(values, transfer_syntax)
     whole = size == len(body)
     try:
         # defer_size: large values (pixel data) are skipped, never read or decoded. The
@@ -209,29 +255,14 @@ def read_header(
         )
         if "SOPInstanceUID" not in ds:
             raise UnreadableDataset("expected SOP Instance UID (0008,0018), found none")
-        _check_pixel_encapsulation(ds, transfer_syntax)
+        pixel = [
+            getattr(ds._dict[tag], "length", None)  # raw element: no value decoded
+            for tag in _PIXEL_DATA_TAGS
+            if tag in ds._dict
+        ]
+        _check_pixel_encapsulation(pixel, transfer_syntax)
         _check_complete(ds, size)
-        header = InstanceHeader(
-            sop_class_uid=check_uid("SOP Class UID", ds.get("SOPClassUID")),
-            sop_instance_uid=check_uid("SOP Instance UID", ds.get("SOPInstanceUID")),
-            study_instance_uid=check_uid("Study Instance UID", ds.get("StudyInstanceUID")),
-            series_instance_uid=check_uid("Series Instance UID", ds.get("SeriesInstanceUID")),
-            transfer_syntax_uid=str(transfer_syntax),
-            frame_of_reference_uid=_text(ds, "FrameOfReferenceUID", 64),
-            modality=_text(ds, "Modality", 16),
-            body_part_examined=_text(ds, "BodyPartExamined", 64),
-            study_description=_text(ds, "StudyDescription", 64),
-            series_description=_text(ds, "SeriesDescription", 64),
-            series_number=_number(ds, "SeriesNumber", int),  # type: ignore[arg-type]
-            instance_number=_number(ds, "InstanceNumber", int),  # type: ignore[arg-type]
-            slice_thickness=_number(ds, "SliceThickness", float),
-            study_date=_text(ds, "StudyDate", 8),
-            slice_position=_slice_position(ds),
-            images_in_acquisition=_number(ds, "ImagesInAcquisition", int),  # type: ignore[arg-type]
-            acquisition_number=_number(ds, "AcquisitionNumber", int),  # type: ignore[arg-type]
-            accession_number=_text(ds, "AccessionNumber", 64),
-            patient_id=_text(ds, "PatientID", 64),
-        )
+        header = _header(ds, transfer_syntax)
     except UnreadableDataset:
         raise
     except (

@@ -48,10 +48,23 @@ def _implicit_vr_of(tag: int) -> str | None:
         return None  # private or unknown
 
 
+# A top-level element found by the walk: VR (None when implicit and not looked up), offset
+# of its value in the bytes, value length.
+TopLevelElement = tuple[str | None, int, int]
+
+
 def check_structure(
-    reader: ByteReader, *, implicit_vr: bool, little_endian: bool, max_depth: int
+    reader: ByteReader,
+    *,
+    implicit_vr: bool,
+    little_endian: bool,
+    max_depth: int,
+    top_level: dict[int, TopLevelElement] | None = None,
 ) -> None:
-    """Walk to the end of `reader`; raise MalformedStructure on the first problem."""
+    """Walk to the end of `reader`; raise MalformedStructure on the first problem.
+
+    `top_level`, when given, receives every element of the top-level dataset by tag: the
+    header can then be read from the bytes without a second parse."""
     stack = [_Container(_DATASET, None, implicit_vr, little_endian)]
     depth = 0  # sequences open
     read, skip = reader.read, reader.skip
@@ -121,6 +134,8 @@ def check_structure(
                 (length,) = long.unpack(extra)
             else:
                 (length,) = short.unpack_from(head, 6)
+        if top_level is not None and len(stack) == 1:
+            top_level[tag] = (vr, reader.position, length)
         if length == UNDEFINED_LENGTH:
             if vr in (None, "SQ", "UN"):
                 # PS3.5 6.2.2: UN of undefined length holds items in Implicit VR Little Endian.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from gateway.settings_section import SettingsSection
 
 
-class DicomWebServerSettings(BaseModel):
+class DicomWebServerSettings(SettingsSection):
     """STOW-RS, QIDO-RS and WADO-RS under /dicomweb of the web server (`pacs-gateway web`)."""
 
     enabled: bool = Field(

@@ -4,16 +4,31 @@ Each is an audit event with the user who asked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.database import writer_queue
-from gateway.models import TERMINAL_JOB_STATES, Delivery, DeliveryState, Job, JobState
+from gateway.models import (
+    TERMINAL_JOB_STATES,
+    Delivery,
+    DeliveryState,
+    Instance,
+    Job,
+    JobState,
+    Series,
+    Study,
+)
 
 
 class JobActionRefused(Exception):
     """The job is not in a state that allows the action."""
+
+
+class ImagesPurged(JobActionRefused):
+    """A retry that would need the study's images, which retention removed from the spool."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +67,27 @@ def retry_job(
     now = utcnow()
     with writer_queue(engine), engine.begin() as connection:
         job = connection.execute(
-            select(Job.state, Job.study_instance_uid, Job.summary).where(Job.id == job_id)
+            select(
+                Job.state,
+                Job.study_instance_uid,
+                Job.summary,
+                Job.study_id,
+                Job.series_instance_uid,
+                Job.results_built_at,
+            ).where(Job.id == job_id)
         ).one_or_none()
         if job is None:
             raise JobActionRefused(f"expected job {job_id} to exist, found none")
         if job.state not in (JobState.FAILED, JobState.CANCELLED):
             raise JobActionRefused(
                 f"expected job {job_id} failed or cancelled to retry it, found {job.state.value}"
+            )
+        built = job.results_built_at is not None and "results" in (job.summary or {})
+        purged_at = None if built else _images_purged_at(connection, job)
+        if purged_at is not None:
+            raise ImagesPurged(
+                f"job {job_id}: expected the study's images in the spool, found them purged "
+                f"by retention on {purged_at:%Y-%m-%d %H:%M} UTC"
             )
         connection.execute(
             update(Job)
@@ -90,6 +119,28 @@ def retry_job(
                 occurred_at=now,
             ),
         )
+
+
+def _images_purged_at(connection: Connection, job: Any) -> datetime | None:
+    """When retention purged the spool files of the job's series (instances up to the
+    study's `spool_purge_through_id` lost theirs), or None while they are all there. A job
+    whose results were built needs no images: its retry only delivers them again."""
+    row = connection.execute(
+        select(Study.spool_purged_at, Study.spool_purge_through_id).where(Study.id == job.study_id)
+    ).one_or_none()
+    if row is None or row.spool_purged_at is None or row.spool_purge_through_id is None:
+        return None
+    lost = connection.execute(
+        select(Instance.id)
+        .join(Series, Instance.series_id == Series.id)
+        .where(
+            Series.study_id == job.study_id,
+            Series.series_instance_uid == job.series_instance_uid,
+            Instance.id <= row.spool_purge_through_id,
+        )
+        .limit(1)
+    ).first()
+    return row.spool_purged_at if lost is not None else None
 
 
 def cancel_job(engine: Engine, job_id: int, user: str) -> None:

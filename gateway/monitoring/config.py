@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from gateway.settings_section import SettingsSection
 
 
-class ModelWatchSettings(BaseModel):
+class ModelWatchSettings(SettingsSection):
     """How control limits are learned and how far a day may stray from them."""
 
     baseline_studies: int = Field(

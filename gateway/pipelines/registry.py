@@ -10,15 +10,16 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from gateway.pipelines.description import PipelineDescription
+from gateway.settings_section import SettingsSection
 
 ENTRY_POINT_GROUP = "pacs_gateway.pipelines"
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 
-class PipelineRegistrySettings(BaseModel):
+class PipelineRegistrySettings(SettingsSection):
     """Where pipelines come from (nested in the gateway settings as ``pipelines``)."""
 
     dirs: list[Path] = Field(

@@ -11,10 +11,11 @@ import enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.ae_title import check_ae_title
 from gateway.delivery.config import DestinationTLS
+from gateway.settings_section import SettingsSection
 
 
 class Retrieval(enum.StrEnum):
@@ -24,7 +25,7 @@ class Retrieval(enum.StrEnum):
     GET = "get"  # C-GET: the instances come back on our association
 
 
-class DicomSource(BaseModel):
+class DicomSource(SettingsSection):
     """A PACS reached by DIMSE: C-FIND (Study Root), then C-MOVE or C-GET."""
 
     kind: Literal["dicom"] = "dicom"
@@ -53,7 +54,7 @@ class DicomSource(BaseModel):
         return f"c-{self.retrieve.value}"
 
 
-class DicomWebSource(BaseModel):
+class DicomWebSource(SettingsSection):
     """A DICOMweb server: QIDO-RS to find, WADO-RS to retrieve (multipart/related)."""
 
     kind: Literal["dicomweb"] = "dicomweb"
@@ -92,7 +93,7 @@ class DicomWebSource(BaseModel):
 SourceArchive = Annotated[DicomSource | DicomWebSource, Field(discriminator="kind")]
 
 
-class PullSettings(BaseModel):
+class PullSettings(SettingsSection):
     """Where studies are pulled from, deadlines, retries and the size of a run's batches."""
 
     source: SourceArchive | None = Field(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+
+from gateway.settings_section import SettingsSection
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(SettingsSection):
     """The Celery broker and workers, task time limits and retries, the router's pace."""
 
     broker_url: str | None = Field(
@@ -34,6 +36,12 @@ class QueueSettings(BaseModel):
         pattern=r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$",
         description="The worker's Celery node name (name@host), recorded on each job it "
         "starts. None: gateway-<pid>@<this host's name>.",
+    )
+    job_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job's lease, renewed every third of it: a second message for "
+        "the job waits it out; a job whose worker died is taken over this long after.",
     )
     max_retries: int = Field(default=20, ge=0, description="Task retries of transient errors.")
     retry_backoff_initial_s: float = Field(default=5.0, gt=0)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from gateway.settings_section import SettingsSection
 
 
-class ResultsSettings(BaseModel):
+class ResultsSettings(SettingsSection):
     """How the result objects name their maker and where they sit in the study."""
 
     manufacturer: str = Field(default="PACS AI gateway", max_length=64)

@@ -6,7 +6,9 @@ import enum
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from gateway.settings_section import SettingsSection
 
 # Attributes a condition can test. Series level: tested per series, and a rule selects the
 # series that pass all of them. Study level: tested once for the study.
@@ -47,7 +49,7 @@ class Priority(enum.StrEnum):
     ROUTINE = "routine"
 
 
-class Condition(BaseModel):
+class Condition(SettingsSection):
     """`attribute operator value`; a missing attribute never satisfies a condition (except
     `not_equals`)."""
 
@@ -83,7 +85,7 @@ class Condition(BaseModel):
         return self
 
 
-class PriorRequirement(BaseModel):
+class PriorRequirement(SettingsSection):
     """A rule's request for the most recent prior study of the same patient (same modality,
     same body part unless turned off, within `within_years`), pulled from the source archive
     (`pull.source`) before the job runs; the job waits at most `wait_s` for it."""
@@ -99,7 +101,7 @@ class PriorRequirement(BaseModel):
     )
 
 
-class RuleSettings(BaseModel):
+class RuleSettings(SettingsSection):
     """A routing rule. Rules are tried in order; the first enabled rule that matches wins.
     A rule without conditions matches every study: put one last as the default."""
 
@@ -154,7 +156,7 @@ class RuleSettings(BaseModel):
     )
 
 
-class SeriesSelectionSettings(BaseModel):
+class SeriesSelectionSettings(SettingsSection):
     """Which of the selected series goes to the model: the thinnest axial series of an
     accepted modality with enough slices (ties: more slices, then lower series number).
 
@@ -190,7 +192,7 @@ class SeriesSelectionSettings(BaseModel):
         return self
 
 
-class SeriesCompletenessSettings(BaseModel):
+class SeriesCompletenessSettings(SettingsSection):
     """When the series chosen for the model looks incomplete (a gap in positions or instance
     numbers, fewer instances than Images in Acquisition, its sender's association ended
     without A-RELEASE), its job is held, then failed."""
@@ -220,7 +222,7 @@ class SeriesCompletenessSettings(BaseModel):
     )
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(SettingsSection):
     rules: list[RuleSettings] = Field(default_factory=list)
     series_selection: SeriesSelectionSettings = Field(default_factory=SeriesSelectionSettings)
     series_completeness: SeriesCompletenessSettings = Field(

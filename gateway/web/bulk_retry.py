@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
-from gateway.jobs.control import JobActionRefused, retry_job
+from gateway.jobs.control import ImagesPurged, JobActionRefused, retry_job
 from gateway.models import Job, JobState, Study
 
 LIMIT = 1000  # jobs per confirmation; more are retried by confirming again
@@ -136,6 +136,8 @@ class BulkRetryOutcome:
     retried: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     """Confirmed but no longer failed, or no longer matching."""
+    refused: dict[int, str] = field(default_factory=dict)
+    """Job ID -> why it cannot be retried (its images purged by retention)."""
 
 
 def parse_job_ids(raw: str) -> list[int]:
@@ -168,6 +170,8 @@ def retry_confirmed(
             continue
         try:
             retry_job(engine, job_id, user, bulk=bulk)
+        except ImagesPurged as exc:
+            outcome.refused[job_id] = str(exc)
         except JobActionRefused:  # retried or changed since the check above
             outcome.skipped.append(job_id)
         else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from gateway.settings_section import SettingsSection
 
 
-class WebSettings(BaseModel):
+class WebSettings(SettingsSection):
     """The admin web UI: where it listens, its session cookie and login limits."""
 
     host: str = Field(

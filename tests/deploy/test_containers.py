@@ -47,9 +47,9 @@ def stack(pacs: CountingPACS, tmp_path_factory: pytest.TempPathFactory) -> Itera
     stack = ComposeStack(tmp_path_factory.mktemp("compose"))
     stack.write_site_files()
     stack.compose("down", "-v", timeout_s=120)  # a previous run's leftovers
-    up = stack.compose("up", "-d", timeout_s=400)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     try:
+        up = stack.compose("up", "-d", timeout_s=400)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         for service in LONG_RUNNING:
             stack.wait_running(service, 60)
         yield stack

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import GatewaySettings, SettingsError, load_settings
+from gateway.settings_section import SettingsSection
 from tests.conftest import REPO
 
 
@@ -123,3 +127,71 @@ def test_old_pipeline_environment_says_it_is_now_queue(monkeypatch) -> None:
     monkeypatch.delenv("PACS_GATEWAY_PIPELINE__BROKER_URL")
     monkeypatch.setenv("PACS_GATEWAY_QUEUE__BROKER_URL", "redis://10.0.0.5:6379/0")
     assert load_settings(None).queue.broker_url == "redis://10.0.0.5:6379/0"
+
+
+def _section_models(model: Any, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """Every model reachable from `model`'s fields (lists, unions, Annotated included)."""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        if model in seen:
+            return seen
+        seen.add(model)
+        for field in model.model_fields.values():
+            _section_models(field.annotation, seen)
+        return seen
+    for arg in typing.get_args(model):
+        _section_models(arg, seen)
+    return seen
+
+
+def test_every_settings_section_forbids_unknown_keys() -> None:
+    """A section added later that forgets the base class fails here."""
+    models = _section_models(GatewaySettings, set()) - {GatewaySettings}
+    assert len(models) > 20
+    lax = sorted(m.__name__ for m in models if m.model_config.get("extra") != "forbid")
+    assert lax == [], f"expected every settings section to forbid unknown keys, found {lax}"
+
+
+PEER = '[[dicom.allowed_peers]]\nae_title = "CT"\nhost = "10.0.0.1"\n'
+RULE = '[[routing.rules]]\nname = "r"\n'
+CONDITION = '[[routing.rules.conditions]]\nattribute = "modality"\nvalue = "CT"\n'
+DICOM_DESTINATION = '[[destinations]]\nkind = "dicom"\nname = "p"\nae_title = "P"\nhost = "h"\n'
+STOW_DESTINATION = '[[destinations]]\nkind = "dicomweb"\nname = "w"\nurl = "http://h/dicom-web"\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "section"),
+    [
+        (f"[{name}]\nnot_a_key = 1\n", name)
+        for name, field in GatewaySettings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, SettingsSection)
+    ]
+    + [
+        ("[queue]\nworker_concurency = 3\n", "queue"),
+        (PEER + "portt = 104\n", "dicom.allowed_peers.0"),
+        ("[dicom.tls]\nport = 2762\nkey_fiel = 'x'\n", "dicom.tls"),
+        (RULE + "pipline = 'x'\n", "routing.rules.0"),
+        (RULE + CONDITION + "opertor = 'equals'\n", "routing.rules.0.conditions.0"),
+        (RULE + "[routing.rules.prior]\nwithin_day = 1\n", "routing.rules.0.prior"),
+        ("[routing.series_selection]\nmin_slice = 4\n", "routing.series_selection"),
+        (DICOM_DESTINATION + "calling_ae = 'X'\n", "destinations.0.dicom"),
+        (STOW_DESTINATION + "tokn = 'x'\n", "destinations.0.dicomweb"),
+    ],
+)
+def test_a_typo_in_any_section_is_refused_naming_section_and_key(
+    tmp_path: Path, toml: str, section: str
+) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError) as error:
+        load_settings(config)
+    key = toml.strip().splitlines()[-1].split("=")[0].strip()
+    assert (
+        f"setting {section}.{key}: expected a known key of section [{section}], "
+        f"found unknown key {key!r}"
+    ) in str(error.value)
+
+
+def test_a_typo_in_a_section_environment_variable_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("PACS_GATEWAY_QUEUE__WORKER_CONCURENCY", "3")
+    with pytest.raises(SettingsError, match=r"setting queue\.worker_concurency: expected a known"):
+        load_settings(None)

@@ -16,12 +16,13 @@ from numpy.typing import NDArray
 from gateway.inference_config import InferenceSettings
 from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.lung_nodules.findings import lung_nodules_description
-from workers.inference.declared import model_spec, neighbour_stack, to_grid
+from workers.inference.declared import model_spec, neighbour_stack
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, Findings, ModelIdentity
 from workers.inference.postprocess import caliper_axes, measure_nodules, refine_nodules
 from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, ModelSpec, OwnsRunner, make_runner
 from workers.inference.series import Volume, read_series
+from workers.prefetch.grids import model_grid
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ class InferenceClient(OwnsRunner):
         timings["check_models"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        x = to_grid(volume.hu, volume.pixel_spacing, seg_pre)
-        x_cnn = to_grid(volume.hu, volume.pixel_spacing, cls_pre)
+        x = model_grid(volume, seg_pre)
+        x_cnn = model_grid(volume, cls_pre)
         timings["preprocess"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -34,13 +34,13 @@ from workers.inference.declared import (
     grid_spacing,
     model_spec,
     reverses_slices,
-    to_grid,
     to_slabs,
 )
 from workers.inference.errors import PermanentInferenceError
 from workers.inference.preprocess import labels_from_probabilities
 from workers.inference.runners import Deadline, ModelRunner, OwnsRunner, make_runner
 from workers.inference.series import Volume, read_series
+from workers.prefetch.grids import model_grid
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class DescribedAnalyser(OwnsRunner):
                 f"model {model.name!r}: the generic analyser expects preprocess method "
                 f"'window', found {p.method!r} (a registered analyser's)"
             )
-        x = to_grid(volume.hu, volume.pixel_spacing, p)
+        x = model_grid(volume, p)
         # the model sees the slices in its declared order; the outputs go back to the reader's
         reverse = reverses_slices(p, volume.normal)
         if reverse:

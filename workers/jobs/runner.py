@@ -10,15 +10,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from celery.exceptions import SoftTimeLimitExceeded
+from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine, select, update
 
 from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.database import writer_queue
 from gateway.delivery.deliverer import Deliverer
 from gateway.dicom.spool import SpoolFull
+from gateway.jobs.claim import (
+    ClaimResult,
+    LeaseKeeper,
+    claim_job,
+    holder_name,
+    release_lease,
+)
 from gateway.models import (
     TERMINAL_JOB_STATES,
     Delivery,
@@ -39,11 +47,20 @@ from gateway.results.stored import StoredResult
 from gateway.settings import GatewaySettings
 from workers.inference.declared import check_accepted
 from workers.inference.errors import PermanentInferenceError, TransientInferenceError
+from workers.inference.series import SeriesFile, Volume, load_series
 from workers.jobs.analysers import Analyser, make_analyser
 from workers.jobs.findings_store import generic, load_findings, save_findings, summarise
 from workers.jobs.shadow_compare import compare_ready_pairs
+from workers.prefetch.cache import SeriesCache, sweep
 
 LOGGER = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class VolumeAnalyser(Protocol):
+    """An analyser that takes a volume read by the runner (with the prefetch cache)."""
+
+    def analyse_volume(self, volume: Volume) -> PipelineFindings | ConvertibleFindings: ...
 
 
 class PermanentJobError(Exception):
@@ -59,6 +76,9 @@ class JobOutcome:
     state: JobState
     retry_in_s: float | None = None
     message: str = ""
+    recheck_in_s: float | None = None
+    """Another runner holds the job's lease: look again once it expires (its holder may
+    have died). A new message, not a retry: waiting on a live runner uses no attempts."""
 
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
@@ -85,6 +105,8 @@ class JobRunner:
         self._analyser_factory = analyser_factory
         self._analysers: dict[str, Analyser] = {}
         self._writers = writer_queue(engine)
+        # a job's source headers, read with its volume, for its results (then dropped)
+        self._headers: dict[int, tuple[Dataset, ...]] = {}
 
     def pipeline(self, name: str) -> Pipeline:
         try:
@@ -145,11 +167,29 @@ class JobRunner:
     def run(self, job_id: int, worker: str = "", task_id: str = "") -> JobOutcome:
         """Run the job's stages that are not done yet. Its job.started event records the
         worker (Celery node name: which host ran which attempt) and the task message's ID
-        (a retry keeps it; a second message for the job has another)."""
+        (a retry keeps it; a second message for the job has another). Only the holder of
+        the job's lease runs it (gateway/jobs/claim.py): a runner that finds another's live
+        lease records job.skipped and does nothing."""
         with self.engine.connect() as connection:
             job = self._job(connection, job_id)
         if job.state in TERMINAL_JOB_STATES:
             return JobOutcome(job.state, message="already finished")
+        holder = holder_name(worker, task_id)
+        lease_s = self.settings.queue.job_lease_s
+        claim = claim_job(self.engine, self._writers, job_id, holder, lease_s)
+        if not claim.won:
+            return self._skipped(job_id, claim, worker, task_id)
+        try:
+            with LeaseKeeper(self.engine, self._writers, job_id, holder, lease_s):
+                return self._run_claimed(job_id, worker, task_id, claim)
+        finally:
+            self._release(job_id, holder)
+
+    def _run_claimed(
+        self, job_id: int, worker: str, task_id: str, claim: ClaimResult
+    ) -> JobOutcome:
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)  # as it is now, under the lease
         now = utcnow()
         first_start = job.started_at is None
         self._update(
@@ -160,12 +200,49 @@ class JobRunner:
                 "state": job.state.value,
                 "worker": worker,
                 "task": task_id,
+                "holder": claim.holder,
+                **({"took_over_from": claim.took_over_from} if claim.took_over_from else {}),
             },
             stage_seconds={"queue_wait": _seconds(now, job.enqueued_at)} if first_start else None,
             attempts=job.attempts + 1,
             started_at=job.started_at or now,
             state=JobState.RUNNING if job.state == JobState.QUEUED else job.state,
         )
+        try:
+            return self._stages(job_id)
+        finally:
+            self._headers.pop(job_id, None)
+
+    def _skipped(self, job_id: int, claim: ClaimResult, worker: str, task_id: str) -> JobOutcome:
+        """Another runner holds the job (a second message for it), or it ended meanwhile."""
+        with self.engine.connect() as connection:
+            job = self._job(connection, job_id)
+        if job.state in TERMINAL_JOB_STATES:
+            return JobOutcome(job.state, message="already finished")
+        until = claim.lease_until.isoformat() if claim.lease_until else None
+        self._update(
+            job_id,
+            AuditKind.JOB_SKIPPED,
+            detail={
+                "reason": "claimed",
+                "holder": claim.holder,
+                "lease_until": until,
+                "worker": worker,
+                "task": task_id,
+            },
+        )
+        message = f"expected the job unclaimed, found it held by {claim.holder} until {until}"
+        LOGGER.info("job %d skipped: %s", job_id, message)
+        left = (_aware(claim.lease_until) - utcnow()).total_seconds() if claim.lease_until else 0
+        return JobOutcome(job.state, message=message, recheck_in_s=max(1.0, left + 1.0))
+
+    def _release(self, job_id: int, holder: str) -> None:
+        try:
+            release_lease(self.engine, self._writers, job_id, holder)
+        except Exception as exc:  # the database is down: the lease expires by itself
+            LOGGER.warning("job %d: lease not released: %s", job_id, type(exc).__name__)
+
+    def _stages(self, job_id: int) -> JobOutcome:
         try:
             findings = self._inferred(job_id)
             if findings is None:
@@ -212,20 +289,43 @@ class JobRunner:
     def _findings_path(self, job_id: int) -> Path:
         return self.settings.jobs_dir / str(job_id) / "findings.npz"
 
-    def _series_paths(self, series_instance_uid: str) -> list[Path]:
+    def _series_files(self, series_instance_uid: str) -> list[SeriesFile]:
         with self.engine.connect() as connection:
             rows = connection.execute(
-                select(Instance.file_path)
+                select(Instance.file_path, Instance.sop_instance_uid)
                 .join(Series, Instance.series_id == Series.id)
                 .where(Series.series_instance_uid == series_instance_uid)
-            ).scalars()
-            paths = [self.settings.spool_dir / p for p in rows]
-        missing = [p for p in paths if not p.is_file()]
-        if not paths or missing:
+            ).all()
+            files = [SeriesFile(self.settings.spool_dir / r[0], r[1]) for r in rows]
+        missing = [f for f in files if not f.path.is_file()]
+        if not files or missing:
             raise PermanentJobError(
-                f"expected {len(paths)} spool file(s) of the series, found {len(missing)} missing"
+                f"expected {len(files)} spool file(s) of the series, found {len(missing)} missing"
             )
-        return paths
+        return files
+
+    def _analyse(
+        self, job_id: int, pipeline: Pipeline, files: list[SeriesFile], series_instance_uid: str
+    ) -> tuple[PipelineFindings | ConvertibleFindings, int]:
+        """The findings, and how many slices came from the prefetch cache. A volume is read
+        here, each file once (the cache's slices up to their pixel data only), and its
+        headers are kept for the results of this job."""
+        analyser = self.analyser(pipeline)
+        if pipeline.description.accepts.geometry != "volume" or not isinstance(
+            analyser, VolumeAnalyser
+        ):
+            return analyser.analyse_files([f.path for f in files]), 0
+        started = time.perf_counter()
+        cache = None
+        if self.settings.prefetch.enabled:
+            cache = SeriesCache(self.settings.data_dir, series_instance_uid)
+        loaded = load_series(files, cache)
+        read_s = time.perf_counter() - started
+        self._headers[job_id] = loaded.headers
+        findings = analyser.analyse_volume(loaded.volume)
+        findings.timings_s["read"] = read_s
+        findings.timings_s["total"] = time.perf_counter() - started
+        return findings, loaded.prefetched
 
     def _inferred(self, job_id: int) -> PipelineFindings | ConvertibleFindings | None:
         path = self._findings_path(job_id)
@@ -236,14 +336,14 @@ class JobRunner:
             return load_findings(path)
         if self._cancelled(job_id):
             return None
-        paths = self._series_paths(job.series_instance_uid)
+        files = self._series_files(job.series_instance_uid)
         # A series the pipeline cannot take (a DX sent to a CT pipeline by a rule, one slice)
         # fails for good with a reason code, before any model is called.
         criteria = pipeline.description.accepts.series_selection().overridden_by(
             self.settings.routing.series_selection
         )
-        check_accepted(paths, criteria, pipeline.name)
-        findings = self.analyser(pipeline).analyse_files(paths)
+        check_accepted([f.path for f in files], criteria, pipeline.name)
+        findings, prefetched = self._analyse(job_id, pipeline, files, job.series_instance_uid)
         save_findings(findings, path)
         t = findings.timings_s
         self._update(
@@ -253,6 +353,7 @@ class JobRunner:
                 "pipeline": pipeline.name,
                 "segments": len(generic(findings).segments),
                 "runner": generic(findings).runner,
+                "prefetched_slices": prefetched,
             },
             stage_seconds={
                 "load_preprocess": round(t.get("read", 0.0) + t.get("preprocess", 0.0), 3),
@@ -282,10 +383,14 @@ class JobRunner:
         if self._cancelled(job_id):
             return None
         started = time.perf_counter()
-        paths = self._series_paths(job.series_instance_uid)
+        headers = self._headers.pop(job_id, None)
+        if headers is None:  # inferred by an earlier attempt: read the headers only
+            headers = tuple(
+                read_source_series([f.path for f in self._series_files(job.series_instance_uid)])
+            )
         uids = ResultUIDs.for_findings(findings, pipeline=f"{job.pipeline}#{job.generation}")
         objects = build_results(
-            read_source_series(paths),
+            headers,
             findings,
             self.settings.results,
             uids,
@@ -323,7 +428,23 @@ class JobRunner:
                     occurred_at=now,
                 ),
             )
+        self._release_prefetched(job.series_instance_uid)
         return stored
+
+    def _release_prefetched(self, series_instance_uid: str) -> None:
+        """The series' prefetch cache goes once no other job of the series still needs it
+        (the age sweep takes what a failed job left)."""
+        with self.engine.connect() as connection:
+            waiting = connection.execute(
+                select(Job.id).where(
+                    Job.series_instance_uid == series_instance_uid,
+                    Job.results_built_at.is_(None),
+                    Job.state.not_in(TERMINAL_JOB_STATES),
+                )
+            ).first()
+        if waiting is None:
+            SeriesCache(self.settings.data_dir, series_instance_uid).remove()
+        sweep(self.settings.data_dir, self.settings.prefetch.max_age_s)
 
     def _delivered(self, job_id: int, stored: list[StoredResult]) -> JobOutcome:
         with self.engine.connect() as connection:

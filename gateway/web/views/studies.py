@@ -365,5 +365,7 @@ def bulk_retry_confirm() -> Response:
             "not retried.",
             "error",
         )
+    for reason in outcome.refused.values():
+        flash(f"Not retried: {reason}", "error")
     target: dict[str, Any] = parsed.criteria.query_args()
     return redirect(url_for("studies.bulk_retry_form", **target))
