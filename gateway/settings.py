@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -233,6 +234,12 @@ class PrefetchSettings(SettingsSection):
         description="Run at the idle CPU and disk scheduling class (Linux): only what the "
         "listener, workers and Triton leave.",
     )
+    defer_above_per_s: float = Field(
+        default=50.0,
+        gt=0,
+        description="While instances arrive faster than this (a sender at full speed), wait "
+        "for the burst to end: the listener needs the CPUs.",
+    )
 
 
 class GatewaySettings(BaseSettings):
@@ -363,7 +370,8 @@ class GatewaySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        env_without_secret_files = EnvWithoutSecretFiles(settings_cls, env_settings)
+        return (init_settings, env_without_secret_files, TomlConfigSettingsSource(settings_cls))
 
     @property
     def spool_dir(self) -> Path:
@@ -401,16 +409,65 @@ def _describe(exc: ValidationError) -> str:
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 
-def secret_file_values(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+def _is_setting(model: Any, path: list[str]) -> bool:
+    """Whether `path` (section, ..., key) names a field of the settings model."""
+    for part in path:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return False
+        annotation = fields[part].annotation
+        candidates = (annotation, *get_args(annotation))
+        model = next((a for a in candidates if hasattr(a, "model_fields")), None)
+    return True
+
+
+def secret_file_paths(environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """The variables `PACS_GATEWAY_<SETTING>_FILE` that name a secret file, with the path of
+    the setting they fill; not those that are settings themselves (dicom.tls.cert_file)."""
+    prefix = ENV_PREFIX.upper()
+    paths: dict[str, list[str]] = {}
+    for name in environ:
+        upper = name.upper()
+        if not (upper.startswith(prefix) and upper.endswith("_FILE")):
+            continue
+        path = upper[len(prefix) :].lower().split("__")
+        if not _is_setting(GatewaySettings, path):
+            paths[name] = [*path[:-1], path[-1].removesuffix("_file")]
+    return paths
+
+
+class EnvWithoutSecretFiles(PydanticBaseSettingsSource):
+    """The environment source less the secret-file variables (secret_file_values reads
+    those): pydantic-settings would pass PACS_GATEWAY_WEB__SECRET_KEY_FILE on as an unknown
+    key `secret_key_file` of [web], which every section refuses."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.env.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = self.env()
+        for *parents, leaf in secret_file_paths(os.environ).values():
+            node: Any = values
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(f"{leaf}_file", None)
+        return values
+
+
+def secret_file_values(environ: Mapping[str, str]) -> dict[str, Any]:
     """Settings whose value is a file's content: `PACS_GATEWAY_DATABASE_URL_FILE=/run/secrets/
     database_url`, `PACS_GATEWAY_WEB__SECRET_KEY_FILE=...` (compose and Kubernetes secrets),
     as nested values; a trailing newline is dropped. They win over the plain variable and
     the TOML file, so a secret never has to be in either."""
     values: dict[str, Any] = {}
-    prefix = ENV_PREFIX.upper()
-    for name, path in environ.items():
-        upper = name.upper()
-        if not (upper.startswith(prefix) and upper.endswith("_FILE")) or not path:
+    for name, (*parents, leaf) in secret_file_paths(environ).items():
+        path = environ[name]
+        if not path:
             continue
         try:
             content = Path(path).read_text(encoding="utf-8").removesuffix("\n")
@@ -418,7 +475,6 @@ def secret_file_values(environ: dict[str, str] | os._Environ[str]) -> dict[str, 
             raise SettingsError(
                 f"setting {name}: expected a readable secret file, found {path} ({exc.strerror})"
             ) from None
-        *parents, leaf = upper[len(prefix) : -len("_FILE")].lower().split("__")
         node = values
         for part in parents:
             node = node.setdefault(part, {})

@@ -43,11 +43,20 @@ from tests.completion.modality import mpps_association, n_create, n_set  # noqa:
 from tests.conftest import free_port, settings_environment, wait_for_port  # noqa: E402
 from tests.integration.orthanc import ORTHANC_AE, Orthanc  # noqa: E402
 from tests.pipeline.harness import RedisServer, results_in_pacs  # noqa: E402
+from tests.scu import association, raw_file_sending  # noqa: E402
 from workers.triton_server import TritonServer  # noqa: E402
 
 QUIET_PERIOD_S = 2.0
 MPPS_QUIET_PERIOD_S = 30.0  # the fallback, far beyond the run: only MPPS completes the study
-CONFIGS = (("quiet", False), ("quiet", True), ("mpps", False), ("mpps", True))
+PACED_PER_S = 25.0  # a modality sending as it reconstructs
+CONFIGS = (
+    ("quiet", False),
+    ("quiet", True),
+    ("mpps", False),
+    ("mpps", True),
+    ("mpps-paced", False),
+    ("mpps-paced", True),
+)
 STAGES = ("load_preprocess", "inference", "postprocess", "results_build", "delivery")
 
 
@@ -184,11 +193,24 @@ def send_study(port: int, uid: str, paths: list[Path], signal: str) -> float:
     # as a modality does: the step reported on its own association, open across the scan
     with mpps_association(port, calling_ae="CT_SCANNER") as assoc:
         assert n_create(assoc, mpps_uid, uid) == 0x0000
-        storescu(port, paths)
+        if signal == "mpps-paced":
+            paced(port, paths, PACED_PER_S)
+        else:
+            storescu(port, paths)
         acked = time.monotonic()
         status, comment = n_set(assoc, mpps_uid, "COMPLETED", instances)
     assert status == 0x0000, f"expected N-SET success, found {status:#06x} {comment}"
     return acked
+
+
+def paced(port: int, paths: list[Path], per_s: float) -> None:
+    """C-STORE the files one by one at `per_s` instances a second (pynetdicom SCU)."""
+    with raw_file_sending(), association(port, paths, calling_ae="CT_SCANNER") as assoc:
+        started = time.monotonic()
+        for number, path in enumerate(paths):
+            time.sleep(max(0.0, started + number / per_s - time.monotonic()))
+            status = assoc.send_c_store(path)
+            assert int(status.Status) == 0x0000, f"expected success, found {status.Status:#06x}"
 
 
 def job_breakdown(settings: GatewaySettings, study_uid: str) -> dict[str, float]:
@@ -238,7 +260,7 @@ def latency_runs(
     worker = start("worker", settings, tmp / f"worker{name}.log")
     wait_for_port(settings.dicom.port)
     results = []
-    seed = {"quiet": 8000, "mpps": 8500}[signal] + 100 * prefetch
+    seed = {"quiet": 8000, "mpps": 8300, "mpps-paced": 8600}[signal] + 100 * prefetch
     try:
         # warm-up: first model calls and imports
         uid, paths = study(tmp, seed, (100, 512, 512))
@@ -382,7 +404,10 @@ def write_results(
         "gateway (SQLite), one Celery worker (Redis), bundled Triton on CPU, Orthanc as the "
         f"PACS. Signals: the quiet period ({QUIET_PERIOD_S:g} s), or MPPS COMPLETED sent on "
         "the modality's MPPS association right after the last instance, listing every "
-        f"instance (quiet period then {MPPS_QUIET_PERIOD_S:g} s). Prefetch: workers/prefetch/ "
+        f"instance (quiet period then {MPPS_QUIET_PERIOD_S:g} s). `mpps` sends at full speed "
+        "(storescu, as a PACS forwards a study); `mpps-paced` sends one instance every "
+        f"{1000 / PACED_PER_S:g} ms (pynetdicom, as a scanner sends while it reconstructs). "
+        "Prefetch: workers/prefetch/ "
         "(decode and model grids while the instances arrive) off or on. Median of "
         f"{args.runs} runs after a warm-up, each configuration its own gateway and worker.",
         "",

@@ -52,6 +52,12 @@ class PrefetchGateway(ingest.GatewayReceiver):
         env["PACS_GATEWAY_ROUTING"] = json.dumps(RULES)
         return env
 
+    def ready(self) -> bool:
+        """Listening, and the prefetcher up (its imports would otherwise be counted)."""
+        if not super().ready():
+            return False
+        return not self.prefetch or "prefetcher running" in self.log_path.read_text()
+
     def stored_count(self) -> int:
         # called right after the send: time until the cache holds every instance
         stored = super().stored_count()
@@ -133,7 +139,9 @@ def write(info: dict[str, object], rows: list[dict[str, object]], args: argparse
         f"the end. storescu (TCP_NODELAY) sends {args.slices} instances to the gateway "
         "(`serve`, SQLite, fsync on) with the prefetcher off and on, alternating, median of "
         f"{args.runs} runs. The prefetcher decodes each CT instance and makes its two model-grid "
-        "slices (lung nodule pipeline) in its own process at niceness 10.",
+        "slices (lung nodule pipeline) in its own process, idle scheduling class; while "
+        "instances arrive faster than prefetch.defer_above_per_s (50/s) it waits for the "
+        "burst to end, so its work comes after a send at full speed.",
         "",
         "| study | prefetch off (inst/s) | prefetch on (inst/s) | change "
         "| gateway CPU off / on (s) | cache complete after the last instance (s) |",

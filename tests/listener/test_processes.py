@@ -92,19 +92,20 @@ def test_listener_processes_share_associations_evenly(
 
 
 def connections_per_child(pid: int, port: int) -> dict[int, int]:
-    """Established connections to our DICOM port held by each child process."""
+    """Established connections to our DICOM port held by each listener process (a child
+    that holds a socket on the port: not the prefetcher or multiprocessing's helpers)."""
     deadline = time.monotonic() + 10
     counts: dict[int, int] = {}
     while time.monotonic() < deadline:
-        counts = {
-            child.pid: sum(
-                1
+        counts = {}
+        for child in psutil.Process(pid).children():
+            on_port = [
+                conn
                 for conn in child.net_connections(kind="tcp")
-                if conn.status == "ESTABLISHED" and conn.laddr and conn.laddr.port == port
-            )
-            for child in psutil.Process(pid).children()
-            if "resource_tracker" not in " ".join(child.cmdline())
-        }
+                if conn.laddr and conn.laddr.port == port
+            ]
+            if on_port:
+                counts[child.pid] = sum(1 for conn in on_port if conn.status == "ESTABLISHED")
         if sum(counts.values()) >= 4:
             break
         time.sleep(0.1)

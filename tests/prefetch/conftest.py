@@ -4,19 +4,21 @@ tests make and run the jobs themselves (onnxruntime runner, no Triton)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from gateway.audit import utcnow
-from gateway.models import Job, JobState, Study
+from gateway.models import Instance, Job, JobState, Study
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.settings import GatewaySettings
 from tests.conftest import make_settings
 from tests.scu import send_files
+from workers.prefetch.prefetcher import Prefetcher
 
 
 @pytest.fixture
@@ -86,3 +88,15 @@ def make_job(engine: Engine, sent: SentSeries, generation: int) -> int:
                 .returning(Job.id)
             ).scalar_one()
         )
+
+
+def drain(prefetcher: Prefetcher, engine: Engine, timeout_s: float = 30.0) -> None:
+    """Poll until the prefetcher has looked at every instance stored so far (it waits out a
+    burst it sees arriving, so one empty poll does not mean done)."""
+    with engine.connect() as connection:
+        newest = int(connection.execute(select(func.max(Instance.id))).scalar() or 0)
+    deadline = time.monotonic() + timeout_s
+    while prefetcher.last_id < newest:
+        assert time.monotonic() < deadline, f"expected the prefetcher at {newest} in time"
+        if not prefetcher.poll_once():
+            time.sleep(0.05)

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from gateway.models import AuditEvent, Instance, Job, JobState, Series
 from gateway.settings import GatewaySettings
 from tests.conftest import RunningGateway
-from tests.prefetch.conftest import make_job, send_ct
+from tests.prefetch.conftest import drain, make_job, send_ct
 from tests.scu import send_files
 from workers.inference.declared import to_grid
 from workers.inference.series import SeriesFile, load_series, read_series
@@ -27,8 +27,7 @@ from workers.prefetch.prefetcher import Prefetcher
 
 def prefetch_all(settings: GatewaySettings, engine: Engine) -> Prefetcher:
     prefetcher = Prefetcher(settings, engine)
-    while prefetcher.poll_once():
-        pass
+    drain(prefetcher, engine)
     return prefetcher
 
 

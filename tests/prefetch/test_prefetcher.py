@@ -18,7 +18,7 @@ from gateway.audit import utcnow
 from gateway.models import Job, RoutingRule
 from gateway.phantom import make_phantom, write_ct_series
 from tests.conftest import RunningGateway
-from tests.prefetch.conftest import make_job, send_ct
+from tests.prefetch.conftest import drain, make_job, send_ct
 from tests.scu import send_files
 from workers.inference.series import SeriesFile
 from workers.prefetch.cache import SeriesCache, cache_root, sweep
@@ -49,8 +49,7 @@ def test_only_series_a_rule_could_run_and_no_job_has_started(
     with engine.begin() as connection:
         connection.execute(update(Job).where(Job.id == job_id).values(started_at=utcnow()))
     taken = send_ct(gateway.port, tmp_path / "taken", seed=32, slices=4)
-    while prefetcher.poll_once():
-        pass
+    drain(prefetcher, engine)
     mr_series = str(pydicom.dcmread(mr[0], stop_before_pixels=True).SeriesInstanceUID)
     assert cached(settings.data_dir, mr_series) == []
     assert cached(settings.data_dir, started.series_instance_uid) == []
@@ -62,8 +61,7 @@ def test_only_series_a_rule_could_run_and_no_job_has_started(
     late = Prefetcher(settings, engine)
     late.last_id = prefetcher.last_id
     later = send_ct(gateway.port, tmp_path / "later", seed=33, slices=4)
-    while late.poll_once():
-        pass
+    drain(late, engine)
     assert cached(settings.data_dir, later.series_instance_uid) == []
 
     # a nearly full disk: the cache leaves the room to the spool
@@ -75,8 +73,7 @@ def test_only_series_a_rule_could_run_and_no_job_has_started(
     crowded = Prefetcher(full, engine)
     crowded.last_id = late.last_id
     last = send_ct(gateway.port, tmp_path / "last", seed=35, slices=4)
-    while crowded.poll_once():
-        pass
+    drain(crowded, engine)
     assert cached(settings.data_dir, last.series_instance_uid) == []
 
 
@@ -130,3 +127,23 @@ def test_a_torn_entry_is_ignored_and_old_folders_are_swept(tmp_path: Path) -> No
     os.utime(cache.directory, (old, old))
     assert sweep(tmp_path / "data", max_age_s=3600) == 1
     assert not cache.directory.exists() and fresh.directory.is_dir()
+
+
+def test_a_burst_is_prefetched_once_it_has_ended(
+    gateway: RunningGateway, engine: Engine, tmp_path: Path
+) -> None:
+    """Instances arriving faster than prefetch.defer_above_per_s leave the CPUs to the
+    listener; the prefetcher takes them when the rate drops."""
+    settings = gateway.settings
+    prefetcher = Prefetcher(settings, engine)
+    sent = send_ct(gateway.port, tmp_path / "ct", seed=36, slices=6)
+    newest = prefetcher.last_id + 6
+    limit = settings.prefetch.defer_above_per_s
+    # as seen at the previous look, one second ago: 6 instances more than the limit allows
+    prefetcher._newest = (newest - int(limit) - 6, time.monotonic() - 1.0)
+    assert prefetcher.poll_once() == 0
+    assert cached(settings.data_dir, sent.series_instance_uid) == []
+    # a second later, nothing new: the burst has ended
+    prefetcher._newest = (newest, time.monotonic() - 1.0)
+    drain(prefetcher, engine)
+    assert len(cached(settings.data_dir, sent.series_instance_uid)) == 6
