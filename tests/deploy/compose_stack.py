@@ -34,8 +34,9 @@ PORTS = {
 }
 PACS_PORT = 12117
 SELFTEST_PORT = 12118
+BACKING_SERVICES = ("postgres", "redis", "triton")
 GATEWAY_SERVICES = ("listener", "web", "worker")
-LONG_RUNNING = ("postgres", "redis", "triton", *GATEWAY_SERVICES)
+LONG_RUNNING = (*BACKING_SERVICES, *GATEWAY_SERVICES)
 
 
 def run(command: list[str], timeout_s: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -122,10 +123,12 @@ class ComposeStack:
             "PACS_GATEWAY_DESTINATIONS": json.dumps(destinations),
             "PACS_GATEWAY_ASSEMBLY__QUIET_PERIOD_S": "3",
             "PACS_GATEWAY_INFERENCE__BATCH_SIZE": "2",
-            "PACS_GATEWAY_QUEUE__TASK_TIME_LIMIT_S": "60",
+            # a killed worker's message comes back after 30 s, its lease is free after 20 s
+            "PACS_GATEWAY_QUEUE__TASK_TIME_LIMIT_S": "25",
             "PACS_GATEWAY_QUEUE__RETRY_BACKOFF_MAX_S": "5",
-            "PACS_GATEWAY_QUEUE__STUCK_JOB_AFTER_S": "70",
-            "PACS_GATEWAY_QUEUE__VISIBILITY_TIMEOUT_S": "75",
+            "PACS_GATEWAY_QUEUE__STUCK_JOB_AFTER_S": "35",
+            "PACS_GATEWAY_QUEUE__VISIBILITY_TIMEOUT_S": "30",
+            "PACS_GATEWAY_QUEUE__JOB_LEASE_S": "20",
         }
         (self.workdir / "gateway.env").write_text(
             "".join(f"{k}={v}\n" for k, v in overrides.items())
@@ -140,6 +143,56 @@ class ComposeStack:
     def podman(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
         return run([*PODMAN, *args], timeout_s)
 
+    def up(self, timeout_s: float) -> None:
+        """Start the stack in two steps: the services and the one-shot migrate, then (after
+        migrate exited 0) the gateway. `--no-deps`: podman 4.3 cannot start a container
+        whose --requires dependency has dependencies of its own (docs/containers.md)."""
+        deadline = time.monotonic() + timeout_s
+        first = self.compose("up", "-d", "--no-deps", *BACKING_SERVICES, "migrate", timeout_s=120)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        code = self.wait_exited("migrate", deadline - time.monotonic())
+        assert code == "0", f"expected migrate to exit 0, found {code}:\n{self.logs('migrate')}"
+        second = self.compose("up", "-d", "--no-deps", *GATEWAY_SERVICES, timeout_s=120)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        for service in LONG_RUNNING:
+            self.wait_healthy(service, max(5.0, deadline - time.monotonic()))
+
+    def wait_healthy(self, service: str, timeout_s: float) -> None:
+        """Run the service's health check (podman 4.3 without systemd runs none by itself)
+        until it passes: a container that crashes and restarts never does."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            check = self.podman("healthcheck", "run", self.container(service), timeout_s=60)
+            if check.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                said = self.podman(
+                    "inspect", "--format", "{{range .State.Healthcheck.Log}}{{.Output}}{{end}}",
+                    self.container(service),
+                ).stdout[-1500:]  # fmt: skip
+                raise AssertionError(
+                    f"expected {service} healthy within {timeout_s:g} s, found "
+                    f"{(check.stdout + check.stderr).strip()!r}; the checks said:\n{said}\n"
+                    f"its log:\n{self.logs(service)}"
+                )
+            time.sleep(2)
+
+    def wait_exited(self, service: str, timeout_s: float) -> str:
+        """The container's exit code once it exited (as text)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.podman(
+                "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                self.container(service),
+            ).stdout.split()  # fmt: skip
+            if state and state[0] in ("exited", "stopped"):
+                return state[1]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {service} to exit within {timeout_s:g} s, found {state}"
+                )
+            time.sleep(1)
+
     def wait_running(self, service: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -149,5 +202,8 @@ class ComposeStack:
             time.sleep(1)
         raise AssertionError(f"expected {service} running within {timeout_s:g} s, found {state}")
 
-    def logs(self, service: str) -> str:
-        return self.podman("logs", "--tail", "40", self.container(service)).stdout[-4000:]
+    def logs(self, service: str, tail: int = 40) -> str:
+        """The container's log (all of it: tail=-1), stdout and stderr together."""
+        logs = self.podman("logs", "--tail", str(tail), self.container(service))
+        text = logs.stdout + logs.stderr  # podman logs the container's stderr on its own
+        return text if tail < 0 else text[-4000:]
