@@ -96,6 +96,9 @@ def test_dashboard_health_grid_and_charts_in_a_browser(
         tmp_path / "data",
         database_url,
         queue={"broker_url": "redis://127.0.0.1:6379/11"},  # the machine's Redis, no worker
+        # the listener's own deliverer must not retry the made-up failing delivery while the
+        # page loads (on a loaded machine it had turned it failed: amber, not red)
+        delivery={"poll_interval_s": 3600},
         destinations=[
             {"kind": "dicom", "name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 1},
             {"kind": "dicomweb", "name": "archive", "url": f"http://127.0.0.1:{free_port()}/dw"},
