@@ -27,6 +27,7 @@ from gateway.completion.signals import (
 )
 from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.dicom import statuses
+from gateway.dicom.clipped import clipped
 from gateway.models import PerformedProcedureStep
 
 LOGGER = logging.getLogger(__name__)
@@ -47,24 +48,20 @@ class MppsRefusal(Exception):
         self.reason = reason
 
 
-def _text(value: Any, limit: int) -> str:
-    return str(value or "").strip()[:limit]
-
-
 def listed_instances(dataset: Dataset) -> list[ListedInstance] | None:
     """The instances of the Performed Series Sequence; None when the dataset has none."""
     if "PerformedSeriesSequence" not in dataset:
         return None
     listed = []
     for series in dataset.PerformedSeriesSequence or []:
-        series_uid = _text(series.get("SeriesInstanceUID"), 64) or None
+        series_uid = clipped(series.get("SeriesInstanceUID"), 64) or None
         for keyword in (
             "ReferencedImageSequence",
             "ReferencedNonImageCompositeSOPInstanceSequence",
         ):
             for item in series.get(keyword) or []:
-                sop_class = _text(item.get("ReferencedSOPClassUID"), 64)
-                sop_instance = _text(item.get("ReferencedSOPInstanceUID"), 64)
+                sop_class = clipped(item.get("ReferencedSOPClassUID"), 64)
+                sop_instance = clipped(item.get("ReferencedSOPInstanceUID"), 64)
                 if not sop_class or not sop_instance:
                     raise MppsRefusal(
                         MISSING_ATTRIBUTE,
@@ -77,12 +74,12 @@ def listed_instances(dataset: Dataset) -> list[ListedInstance] | None:
 
 def _status_of(dataset: Dataset) -> str | None:
     value = dataset.get("PerformedProcedureStepStatus")
-    return None if value is None else _text(value, 16).upper()
+    return None if value is None else clipped(value, 16).upper()
 
 
 def _study_uid(dataset: Dataset) -> str | None:
     for item in dataset.get("ScheduledStepAttributesSequence") or []:
-        uid = _text(item.get("StudyInstanceUID"), 64)
+        uid = clipped(item.get("StudyInstanceUID"), 64)
         if uid:
             return uid
     return None
@@ -90,8 +87,8 @@ def _study_uid(dataset: Dataset) -> str | None:
 
 def _discontinuation(dataset: Dataset) -> str:
     for item in dataset.get("PerformedProcedureStepDiscontinuationReasonCodeSequence") or []:
-        meaning = _text(item.get("CodeMeaning"), 200)
-        code = _text(item.get("CodeValue"), 16)
+        meaning = clipped(item.get("CodeMeaning"), 200)
+        code = clipped(item.get("CodeValue"), 16)
         if meaning or code:
             return f"{meaning} ({code})" if code else meaning
     return "no reason given"
@@ -117,7 +114,7 @@ class MppsSCP:
     # N-CREATE ---------------------------------------------------------------------------
     def on_n_create(self, event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
         request: Any = event.request
-        uid = _text(getattr(request, "AffectedSOPInstanceUID", None), 64)
+        uid = clipped(getattr(request, "AffectedSOPInstanceUID", None), 64)
         try:
             if str(request.AffectedSOPClassUID) != MPPS_SOP_CLASS:
                 raise MppsRefusal(
@@ -162,8 +159,8 @@ class MppsSCP:
                     sop_instance_uid=uid,
                     status=IN_PROGRESS,
                     study_instance_uid=study_uid,
-                    calling_ae=_text(requestor.ae_title, 16),
-                    source_address=_text(requestor.address, 64),
+                    calling_ae=clipped(requestor.ae_title, 16),
+                    source_address=clipped(requestor.address, 64),
                     created_at=now,
                     updated_at=now,
                 )
@@ -180,8 +177,8 @@ class MppsSCP:
                 connection,
                 audit_row(
                     AuditKind.MPPS_CREATED,
-                    actor=_text(requestor.ae_title, 16),
-                    source_address=_text(requestor.address, 64),
+                    actor=clipped(requestor.ae_title, 16),
+                    source_address=clipped(requestor.address, 64),
                     study_instance_uid=study_uid,
                     sop_instance_uid=uid,
                     detail={"status": IN_PROGRESS, "listed": len(listed or [])},
@@ -192,7 +189,7 @@ class MppsSCP:
     # N-SET ------------------------------------------------------------------------------
     def on_n_set(self, event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
         request: Any = event.request
-        uid = _text(getattr(request, "RequestedSOPInstanceUID", None), 64)
+        uid = clipped(getattr(request, "RequestedSOPInstanceUID", None), 64)
         try:
             if str(request.RequestedSOPClassUID) != MPPS_SOP_CLASS:
                 raise MppsRefusal(
@@ -280,8 +277,8 @@ class MppsSCP:
                 connection,
                 audit_row(
                     AuditKind.MPPS_UPDATED,
-                    actor=_text(requestor.ae_title, 16),
-                    source_address=_text(requestor.address, 64),
+                    actor=clipped(requestor.ae_title, 16),
+                    source_address=clipped(requestor.address, 64),
                     study_instance_uid=study_uid,
                     sop_instance_uid=uid,
                     detail=detail,
@@ -295,7 +292,7 @@ class MppsSCP:
         LOGGER.warning(
             "MPPS %s from %s refused with 0x%04X: %s",
             operation,
-            _text(requestor.ae_title, 16),
+            clipped(requestor.ae_title, 16),
             refusal.status,
             refusal.reason,
         )
@@ -306,8 +303,8 @@ class MppsSCP:
                     audit_row(
                         AuditKind.MPPS_REFUSED,
                         Outcome.FAILURE,
-                        actor=_text(requestor.ae_title, 16),
-                        source_address=_text(requestor.address, 64),
+                        actor=clipped(requestor.ae_title, 16),
+                        source_address=clipped(requestor.address, 64),
                         sop_instance_uid=uid or None,
                         detail={
                             "operation": operation,

@@ -36,6 +36,7 @@ from gateway.completion.config import CompletionSettings
 from gateway.completion.signals import ListedInstance, replace_listed
 from gateway.database import insert_ignoring_duplicates, writer_queue
 from gateway.dicom import statuses
+from gateway.dicom.clipped import clipped
 from gateway.models import ExpectedInstance, Instance, StorageCommitment
 
 LOGGER = logging.getLogger(__name__)
@@ -73,13 +74,9 @@ class CommitmentAnswer:
         return SOME_FAILURES if self.failed else ALL_SUCCESS
 
 
-def _text(value: Any, limit: int) -> str:
-    return str(value or "").strip()[:limit]
-
-
 def referenced_instances(dataset: Dataset) -> tuple[str, list[ListedInstance]]:
     """Transaction UID and the Referenced SOP Sequence of an N-ACTION, checked."""
-    transaction = _text(dataset.get("TransactionUID"), 64)
+    transaction = clipped(dataset.get("TransactionUID"), 64)
     if not transaction:
         raise CommitmentRefusal(MISSING_ATTRIBUTE, "expected a Transaction UID, found none")
     items = dataset.get("ReferencedSOPSequence") or []
@@ -89,8 +86,8 @@ def referenced_instances(dataset: Dataset) -> tuple[str, list[ListedInstance]]:
         )
     listed = []
     for item in items:
-        sop_class = _text(item.get("ReferencedSOPClassUID"), 64)
-        sop_instance = _text(item.get("ReferencedSOPInstanceUID"), 64)
+        sop_class = clipped(item.get("ReferencedSOPClassUID"), 64)
+        sop_instance = clipped(item.get("ReferencedSOPInstanceUID"), 64)
         if not sop_class or not sop_instance:
             raise CommitmentRefusal(
                 MISSING_ATTRIBUTE,
@@ -197,7 +194,7 @@ class StorageCommitmentSCP:
     def on_n_action(self, event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
         request: Any = event.request
         requestor = event.assoc.requestor
-        actor, address = _text(requestor.ae_title, 16), _text(requestor.address, 64)
+        actor, address = clipped(requestor.ae_title, 16), clipped(requestor.address, 64)
         transaction = ""
         try:
             if str(request.RequestedSOPClassUID) != STORAGE_COMMITMENT_SOP_CLASS:
