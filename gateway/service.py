@@ -99,8 +99,11 @@ def serve(
     pool: WorkerPool | None = None
     acceptor: Acceptor | None = None
     threads: list[threading.Thread] = []
+    # set by this process's listener when a completion signal completes a study: the
+    # router routes it at once (listener processes > 1: at the router's next poll)
+    route_now = threading.Event()
     if processes == 1:
-        listener = start_listener(settings, engine)
+        listener = start_listener(settings, engine, on_study_complete=route_now.set)
         ports = listener.ports
         threads.append(listener_heartbeat(settings, engine, listener).thread(stop))
     else:
@@ -150,7 +153,7 @@ def serve(
     )
     router.seed()
     seed_from_settings(engine, settings.destinations)
-    threads.append(threading.Thread(target=router.run, args=(stop,), name="router"))
+    threads.append(threading.Thread(target=router.run, args=(stop, route_now), name="router"))
     # Always: destinations may be added in the admin UI while the gateway runs.
     deliverer = Deliverer(settings, engine)
     threads.append(threading.Thread(target=deliverer.run, args=(stop,), name="delivery"))
@@ -164,6 +167,7 @@ def serve(
     try:
         stop.wait()
     finally:
+        route_now.set()  # the router sees the stop now, not at its next poll
         if listener is not None:
             listener.stop()
         for thread in threads:

@@ -33,10 +33,14 @@ class CompletionWatch:
         engine: Engine,
         refresh_s: float,
         on_commitment_instance: Callable[[], None] | None = None,
+        on_study_complete: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.refresh_s = refresh_s
         self.on_commitment_instance = on_commitment_instance
+        # wakes the router in this process: a study complete by its signal is routed now,
+        # not at the router's next poll (up to `queue.router_poll_interval_s` later)
+        self.on_study_complete = on_study_complete
         self._lock = threading.Lock()
         self._pending = PendingSignals()
         self._loaded_at = float("-inf")
@@ -81,4 +85,6 @@ class CompletionWatch:
             self.invalidate()
             for study_uid in completed:
                 LOGGER.info("study %s complete by its completion signal", study_uid)
+            if self.on_study_complete is not None:
+                self.on_study_complete()
         return completed

@@ -7,6 +7,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -224,11 +225,18 @@ def tls_context_configured(dicom: DicomSettings) -> bool:
     return dicom.tls.cert_file is not None and dicom.tls.key_file is not None
 
 
-def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = True) -> Listener:
+def start_listener(
+    settings: GatewaySettings,
+    engine: Engine,
+    *,
+    bind: bool = True,
+    on_study_complete: Callable[[], None] | None = None,
+) -> Listener:
     """Serve the plain (and, if configured, TLS) endpoint in background threads.
 
     With `bind` false nothing listens: connections accepted by another process arrive
-    through `Listener.deliver` (gateway/dicom/dispatch.py).
+    through `Listener.deliver` (gateway/dicom/dispatch.py). `on_study_complete` is called
+    when a completion signal (MPPS, Storage Commitment) completes a study.
     """
     configure_pynetdicom_logging()
     dicom = settings.dicom
@@ -250,7 +258,9 @@ def start_listener(settings: GatewaySettings, engine: Engine, *, bind: bool = Tr
         spool_dir=settings.spool_dir,
         durable=settings.storage.fsync,
     )
-    watch = CompletionWatch(engine, completion.signal_refresh_s, commitment.wake.set)
+    watch = CompletionWatch(
+        engine, completion.signal_refresh_s, commitment.wake.set, on_study_complete
+    )
     scp = StorageSCP(
         engine,
         spool,

@@ -433,7 +433,9 @@ class StudyRouter:
                 sent += 1
         return sent
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Route, sweep and dispatch every `queue.router_poll_interval_s`, and at once when
+        `wake` is set (a completion signal completed a study in this process)."""
         while not stop.is_set():
             try:
                 self.trigger_complete_series()
@@ -443,4 +445,8 @@ class StudyRouter:
                 self.dispatch_queued()
             except Exception as exc:  # keep going: the database or broker may come back
                 LOGGER.error("routing pass failed: %s: %s", type(exc).__name__, exc)
-            stop.wait(self.settings.queue.router_poll_interval_s)
+            if wake is None:
+                stop.wait(self.settings.queue.router_poll_interval_s)
+            else:  # a signal set during the pass makes the next pass start at once
+                wake.wait(self.settings.queue.router_poll_interval_s)
+                wake.clear()

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from gateway.pipelines.findings import SegmentFinding
-from gateway.pipelines.measure import label_components
+from gateway.pipelines.measure import STRUCTURE_26, bounding_box
 
 
 def _ellipsoid(radii_vox: tuple[float, float, float]) -> NDArray[np.bool_]:
@@ -53,26 +53,28 @@ def refine_by_threshold(
     ``label`` that the refinement leaves out get ``outside_label`` (the lung, for a nodule)."""
     if labels.shape != hu.shape:
         raise ValueError(f"expected HU of the label map's shape {labels.shape}, found {hu.shape}")
-    components = label_components(labels, label)
-    if not components.any():
+    mask = labels == label
+    box = bounding_box(mask)
+    if box is None:
         return labels
     margin_vox = tuple(max(1.0, margin_mm / s) for s in spacing_mm)
     grow = _ellipsoid((margin_vox[0], margin_vox[1], margin_vox[2]))
     pad = [math.floor(r) for r in margin_vox]
     opening_vox = (opening_mm / spacing_mm[1], opening_mm / spacing_mm[2])
     opener = _disk(opening_vox) if min(opening_vox) >= 1.0 else None
-    refined = np.zeros(labels.shape, dtype=bool)
-    model = components > 0
-    for i, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None:
+    # everything happens in the label's box grown by the margin: findings are small against
+    # a CT volume, and whole-volume passes were most of the time (0.15 s -> 0.03 s)
+    outer = _grown(box, pad, labels.shape)
+    components = ndimage.label(mask[outer], structure=STRUCTURE_26)[0]
+    hu_outer = hu[outer]
+    refined = np.zeros(components.shape, dtype=bool)
+    for i, inner in enumerate(ndimage.find_objects(components), start=1):
+        if inner is None:
             continue
-        sl = tuple(
-            slice(max(0, b.start - p), min(n, b.stop + p))
-            for b, p, n in zip(box, pad, labels.shape, strict=True)
-        )
+        sl = _grown(inner, pad, components.shape)
         core = components[sl] == i
         region = ndimage.binary_dilation(core, structure=grow)
-        solid = region & (hu[sl] >= threshold_hu)
+        solid = region & (hu_outer[sl] >= threshold_hu)
         if opener is not None:
             solid = ndimage.binary_opening(solid, structure=opener)
         parts, _n = ndimage.label(solid)
@@ -80,9 +82,18 @@ def refine_by_threshold(
         part = np.isin(parts, keep[keep > 0])
         refined[sl] |= part if part.any() else core
     out = labels.copy()
-    out[model & ~refined] = outside_label
-    out[refined] = label
+    out_box = out[outer]  # a view: writes land in `out`
+    out_box[(components > 0) & ~refined] = outside_label
+    out_box[refined] = label
     return out
+
+
+def _grown(box: tuple[slice, ...], pad: list[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``pad`` voxels along each axis, clipped to ``shape``."""
+    return tuple(
+        slice(max(0, b.start - p), min(n, b.stop + p))
+        for b, p, n in zip(box, pad, shape, strict=True)
+    )
 
 
 def most_overlapping(

@@ -1,5 +1,7 @@
 """The gateway served in-process with a long quiet period (300 s), so only a completion
-signal can complete a study within the tests' seconds; the test drives its own router."""
+signal can complete a study within the tests' seconds. The gateway's own router polls every
+hour, so it routes only when a completion signal wakes it; otherwise the test drives its own
+router."""
 
 from __future__ import annotations
 
@@ -78,6 +80,15 @@ class Site:
                     select(Job).where(Job.study_instance_uid == study_uid).order_by(Job.id)
                 ).all()
             )
+
+    def wait_jobs(self, study_uid: str, timeout_s: float) -> list[Any]:
+        """The study's jobs once there is one; fails after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not (jobs := self.jobs(study_uid)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected a job within {timeout_s} s, found none")
+            time.sleep(0.05)
+        return jobs
 
     def audit(self, kind: str) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:

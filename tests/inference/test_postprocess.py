@@ -16,6 +16,7 @@ from workers.inference.preprocess import (
     CNN_SPACING_MM,
     MODEL_SIZE,
     MODEL_SPACING_MM,
+    from_model_grid,
     labels_from_probabilities,
     neighbour_indices,
     resample_slices,
@@ -142,3 +143,40 @@ def test_phantom_generator_fast_and_sane() -> None:
         assert ph.labels[k, r, c] == LABEL_NODULE
     again = make_phantom(7, shape=(100, 512, 512), spacing=(2.0, 0.7, 0.7), n_nodules=3)
     np.testing.assert_array_equal(again.hu, ph.hu)
+
+
+def _dense_labels(
+    probabilities: np.ndarray, pixel_spacing: tuple[float, float], shape: tuple[int, int]
+) -> np.ndarray:
+    """The reference: every class map upsampled whole (`from_model_grid`), then argmax."""
+    up = from_model_grid(probabilities, pixel_spacing, shape)
+    return np.argmax(up, axis=1).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("classes", "spacing", "shape"),
+    [
+        (3, (0.7, 0.7), (512, 512)),  # field of view inside the model's
+        (4, (0.9, 0.6), (300, 420)),  # anisotropic pixels, not square
+        (3, (1.0, 1.0), (512, 512)),  # wider than the model's 384 mm: an outside border
+    ],
+)
+def test_labels_equal_the_whole_grid_argmax(
+    classes: int, spacing: tuple[float, float], shape: tuple[int, int]
+) -> None:
+    """Only outline cells are interpolated; the labels must be those of upsampling every
+    class map whole, on smooth random maps with many outlines."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(classes)
+    raw = gaussian_filter(
+        rng.normal(size=(6, classes, MODEL_SIZE, MODEL_SIZE)), (0, 0, 3, 3)
+    ).astype(np.float32)
+    e = np.exp(30 * (raw - raw.max(axis=1, keepdims=True)))
+    probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    got = labels_from_probabilities(probs, spacing, shape)
+    expected = _dense_labels(probs, spacing, shape)
+    assert got.shape == expected.shape
+    # float rounding can only differ at exact ties between classes
+    assert np.count_nonzero(got != expected) <= got.size * 1e-6
+    assert len(np.unique(got)) == classes  # every class present: outlines were exercised

