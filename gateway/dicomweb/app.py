@@ -392,7 +392,9 @@ def _metadata(study: str, series: str | None = None, sop: str | None = None) -> 
         try:
             answers.append(wado.metadata_json(instance, base))
         except (OSError, ValueError, EOFError) as exc:  # a file gone since the listing
-            LOGGER.warning("metadata of %s unreadable: %s", instance.sop_instance_uid, exc)
+            LOGGER.warning(  # the type only: pydicom quotes the value it could not read
+                "metadata of %s unreadable: %s", instance.sop_instance_uid, type(exc).__name__
+            )
     audit.detail["instances"] = len(answers)
     response = jsonify(answers)
     response.content_type = DICOM_JSON

@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, func, select, update
 
 from gateway.audit import AuditKind, audit_row, record, utcnow
 from gateway.database import writer_queue
-from gateway.models import Delivery, Instance, Job, Series, Study
+from gateway.models import TERMINAL_JOB_STATES, Delivery, Instance, Job, Series, Study
 from gateway.retention.policy import (
     KeepReason,
     has_unpurged_instances,
@@ -73,6 +73,7 @@ class RetentionReport:
     files_removed: int = 0
     files_missing: int = 0  # already gone (a pass that crashed, or the disk)
     bytes_removed: int = 0
+    derived_removed: int = 0  # results (SEG, SR, ...) and job findings: PHI as well
     errors: int = 0
 
 
@@ -94,6 +95,8 @@ class RetentionPass:
             raise ValueError("expected a retention period in days, found none (retention is off)")
         self.days = chosen
         self.spool = settings.spool_dir
+        self.results_dir = settings.results_dir
+        self.jobs_dir = settings.jobs_dir
         self.fsync = settings.storage.fsync
         self.engine = engine
         self.actor = actor
@@ -282,6 +285,7 @@ class RetentionPass:
             report.files_removed += 1
             report.bytes_removed += int(size)
             directories.add(path.parent)
+        errors += self.remove_derived(study_id, report, directories)
         # Empty folders stay: a late instance of the study may be writing into one.
         if self.fsync:
             for directory in directories:
@@ -295,6 +299,43 @@ class RetentionPass:
                 .where(Study.id == study_id, Study.spool_purge_through_id == through_id)
                 .values(spool_purge_pending=False)
             )
+
+    def remove_derived(self, study_id: int, report: RetentionReport, directories: set[Path]) -> int:
+        """Remove what the study's ended jobs derived from its images: their results (SEG,
+        SR, ...: the patient's header and the findings) and their saved findings. Only jobs
+        made before the decision: a late instance may have started a new generation, whose
+        results are its own. Returns the number of errors."""
+        with self.engine.connect() as connection:
+            purged_at = connection.execute(
+                select(Study.spool_purged_at).where(Study.id == study_id)
+            ).scalar_one()
+            jobs = connection.execute(
+                select(Job.id, Job.summary).where(
+                    Job.study_id == study_id,
+                    Job.state.in_(TERMINAL_JOB_STATES),
+                    Job.created_at <= purged_at,
+                )
+            ).all()
+        paths: list[Path] = []
+        for job_id, summary in jobs:
+            for result in (summary or {}).get("results", []):
+                paths.append(self.results_dir / result["relative_path"])
+            findings_dir = self.jobs_dir / str(job_id)
+            if findings_dir.is_dir():
+                paths += [p for p in findings_dir.iterdir() if p.is_file()]
+        errors = 0
+        for path in paths:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                errors += 1
+                LOGGER.error("retention: could not remove %s: %s", path.name, exc)
+                continue
+            report.derived_removed += 1
+            directories.add(path.parent)
+        return errors
 
 
 def _sync_dir(directory: Path) -> None:

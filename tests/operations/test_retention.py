@@ -13,10 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from gateway.audit import utcnow
-from gateway.models import AuditEvent, DeliveryState, JobPrior, JobState, Study, StudyState
+from gateway.models import (
+    AuditEvent,
+    DeliveryState,
+    Job,
+    JobPrior,
+    JobState,
+    Study,
+    StudyState,
+)
 from gateway.retention.purge import RECENT, RetentionPass
 from gateway.settings import GatewaySettings
 from tests.conftest import REPO, RunningGateway, make_settings, settings_environment
@@ -54,6 +62,29 @@ def add_prior(scene: Scene, job_id: int, prior: StoredStudy, follow_up: StoredSt
                 finished_at=utcnow(),
             )
         )
+
+
+def give_results(scene: Scene, study: StoredStudy) -> list[Path]:
+    """Result and findings files for each job of `study`, named in its summary as the
+    runner names them; returns their paths."""
+    settings = scene.settings
+    made: list[Path] = []
+    with scene.engine.begin() as connection:
+        for job_id in connection.execute(
+            select(Job.id).where(Job.study_instance_uid == study.uid)
+        ).scalars():
+            relative = f"{study.uid}/{study.series_uid}.{job_id}/{job_id}.dcm"
+            findings = settings.jobs_dir / str(job_id) / "findings.npz"
+            for path in (settings.results_dir / relative, findings):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"derived from the patient's images")
+                made.append(path)
+            connection.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(summary={"results": [{"relative_path": relative}]})
+            )
+    return made
 
 
 class Population:
@@ -121,6 +152,11 @@ def test_purges_only_studies_whose_jobs_ended_and_results_were_delivered(
     population = Population(scene, now)
     spool = settings.spool_dir
     retention = RetentionPass(settings, engine, days=DAYS, actor="test")
+    # what the jobs derived: results (SEG, SR) and saved findings carry PHI too
+    derived_purged = [
+        p for s in (population.delivered, population.shadow) for p in give_results(scene, s)
+    ]
+    derived_kept = give_results(scene, population.failed_recently)
 
     plan = retention.plan(now)  # the dry run: lists, explains, changes nothing
     assert {c.study_instance_uid for c in plan.to_purge} == {s.uid for s in population.purge}
@@ -134,6 +170,9 @@ def test_purges_only_studies_whose_jobs_ended_and_results_were_delivered(
     report = retention.run(now)
     assert sorted(report.purged) == sorted(s.uid for s in population.purge)
     assert (report.files_removed, report.files_missing, report.errors) == (9, 0, 0)
+    assert report.derived_removed == len(derived_purged) == 6  # 3 jobs: a result, findings
+    assert not any(p.exists() for p in derived_purged), "results of a purged study remain"
+    assert all(p.exists() for p in derived_kept), "a kept study lost its results"
     assert report.bytes_removed == sum(
         len(b) for s in population.purge for b in s.contents.values()
     )
