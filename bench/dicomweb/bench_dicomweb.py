@@ -305,7 +305,7 @@ def render(info: dict[str, Any], runs: list[Run], slices: int, study_mb: float) 
         f"- study: CT {slices} slices 512x512 int16, Explicit VR Little Endian "
         f"({study_mb:.1f} MB of files, `bench/ingest/make_ct_study.py`); a second study of the "
         "same kind for C-STORE",
-        "- gateway: `pacs-gateway web` (werkzeug, threaded) for DICOMweb and `pacs-gateway "
+        "- gateway: `pacs-gateway web` (gunicorn, gthread) for DICOMweb and `pacs-gateway "
         "serve` (one listener process, TCP_QUICKACK) for C-STORE, one fresh SQLite data dir "
         "per run, `storage.fsync = true`",
         "- STOW-RS: the whole study in one request, multipart/related sent chunked from disk; "

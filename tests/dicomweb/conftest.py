@@ -21,7 +21,8 @@ def start_web(tmp_path: Path, database_url: str) -> Iterator[Callable[..., WebSe
     started: list[tuple[ThreadedWebServer, Engine]] = []
 
     def _start(**overrides: Any) -> WebServer:
-        settings = make_settings(tmp_path / "data", database_url, **overrides)
+        data_dir = overrides.pop("data_dir", tmp_path / "data")
+        settings = make_settings(data_dir, database_url, **overrides)
         engine = make_engine(settings)
         migrate.upgrade(settings, engine=engine)
         server = ThreadedWebServer(settings, engine)

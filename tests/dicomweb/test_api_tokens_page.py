@@ -4,6 +4,7 @@ cannot reach the page; the DICOMweb routes ignore the UI's sign-in and CSRF."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_an_admin_makes_a_token_sees_it_once_and_revokes_it(
         token = connection.execute(select(ApiToken.__table__)).one()
     assert token.scope == "read" and token.created_by == "admin"
     assert secret not in repr(token)
+    # at rest only its SHA-256, computed here independently of the gateway's code
+    assert token.token_sha256 == hashlib.sha256(secret.encode()).hexdigest()
     # the token works on /dicomweb, with no session and no CSRF token
     anonymous = app.test_client()
     headers = {"Authorization": f"Bearer {secret}"}

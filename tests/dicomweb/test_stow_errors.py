@@ -4,10 +4,13 @@ and audits each refusal like a C-STORE's."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -213,3 +216,52 @@ def test_a_chunked_body_is_cut_at_the_limit_and_nothing_is_stored(
     assert spool_files(web) == [] and staging_files(web) == []
     [event] = request_events(web, 413)
     assert event.detail["bytes"] == limit_mb * 1024**2 + 1
+
+
+def test_a_part_over_the_dataset_limit_is_0xA700_and_the_others_are_stored(
+    start_web: Callable[..., WebServer],
+) -> None:
+    web = start_web(dicom={"max_dataset_mb": 1})  # as a C-STORE dataset is bound
+    big = ct_instance(generate_uid(), generate_uid(), 0, rows=1024, columns=1024)  # 2 MiB
+    (small_uid, small) = _ct()
+    reply = stow(web, [file_bytes(big), small], web.token("MODALITY"))
+    assert reply.status == 202, reply.text
+    assert failures(reply.dataset) == [(str(big.SOPInstanceUID), statuses.OUT_OF_RESOURCES)]
+    assert referenced(reply.dataset) == [small_uid]
+    assert stored_count(web) == 1 and len(spool_files(web)) == 1 and staging_files(web) == []
+    [refused] = audit_rows(web, "instance.refused")
+    assert refused.detail is not None and "dicom.max_dataset_mb" in refused.detail["reason"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system (tmpfs) for the data directory: writes past it fail ENOSPC."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"expected to mount a tmpfs (root), found: {mounted.stderr.decode()[:200]}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_0xA700_and_nothing_of_the_part_is_left(
+    start_web: Callable[..., WebServer], small_disk: Path
+) -> None:
+    web = start_web(data_dir=small_disk / "data")  # min_free_mb 0: only the disk stops it
+    big = ct_instance(generate_uid(), generate_uid(), 0, rows=2048, columns=2048)  # 8 MiB
+    (small_uid, small) = _ct()
+    reply = stow(web, [small, file_bytes(big)], web.token("MODALITY"))
+    assert reply.status == 202, reply.text
+    assert failures(reply.dataset) == [(str(big.SOPInstanceUID), statuses.OUT_OF_RESOURCES)]
+    assert referenced(reply.dataset) == [small_uid]
+    assert stored_count(web) == 1 and len(spool_files(web)) == 1 and staging_files(web) == []
+    [refused] = audit_rows(web, "instance.refused")
+    assert refused.detail is not None and "disk full" in refused.detail["reason"], refused.detail
+    assert shutil.disk_usage(small_disk).free > 3 * 1024**2  # the refused part was removed

@@ -108,6 +108,7 @@ def source_studies(source_pacs: SourcePacs) -> dict[str, SourceStudy]:
         make_study("older", study_date="20220105", patient_id=PRIOR_PATIENT),
         make_study("too-old", study_date="20190101", patient_id=PRIOR_PATIENT),
         make_study("head", study_date="20250901", patient_id=PRIOR_PATIENT, body_part="HEAD"),
+        make_study("mr-chest", study_date="20251001", patient_id=PRIOR_PATIENT, modality="MR"),
         make_study("other-patient", study_date="20251201", patient_id="SOMEONE-ELSE"),
         # 6 slices of 128x128 (33 kB each): a connection cut mid-study cuts mid-instance
         make_study("big", study_date="20230707", patient_id="PAT-BIG", count=6, size=128),

@@ -87,7 +87,7 @@ def test_a_follow_up_waits_for_its_prior_and_records_which(
     assert PriorResolver(configured, engine).resolve(claim) == "found"
 
     # The most recent CT chest of the same patient within 5 years: not the 2025 head CT,
-    # not the older chest CTs, not another patient's later chest CT.
+    # not the 2025 chest MR, not the older chest CTs, not another patient's later chest CT.
     prior = source_studies["prior"]
     recorded = job_prior(engine)
     assert (recorded.state, recorded.prior_study_instance_uid) == (
@@ -95,7 +95,7 @@ def test_a_follow_up_waits_for_its_prior_and_records_which(
         prior.study_instance_uid,
     )
     assert prior.sop_instance_uids <= stored_instances(engine)
-    for other in ("older", "too-old", "head", "other-patient"):
+    for other in ("older", "too-old", "head", "mr-chest", "other-patient"):
         assert not source_studies[other].sop_instance_uids & stored_instances(engine), other
     ((study_uid, purpose, state),) = [
         (r.study_instance_uid, r.purpose, r.state) for r in pulled_rows(engine)
@@ -147,3 +147,67 @@ def test_a_prior_that_does_not_come_in_time_lets_the_job_go_on_saying_why(
     assert event.outcome == "failure" and event.detail["job"] == job_id
     # A puller that comes late changes nothing: the job went without a prior.
     assert claim_waiting(engine, lease_s=600) is None
+
+
+def _resolve_follow_up(
+    configured: GatewaySettings, engine: Engine, gateway: RunningGateway, folder: Path
+) -> tuple[int, str]:
+    """The follow-up C-STOREd, routed to a waiting job, and its prior looked for once."""
+    send_follow_up(gateway, folder)
+    complete_all(engine)
+    router = StudyRouter(configured, engine, Sent())
+    router.seed()
+    (job_id,) = router.route_complete_studies()
+    claim = claim_waiting(engine, lease_s=600)
+    assert claim is not None and claim.job_id == job_id
+    return job_id, PriorResolver(configured, engine).resolve(claim)
+
+
+def test_no_prior_within_the_years_asked_is_none_with_the_reason(
+    settings: GatewaySettings,
+    engine: Engine,
+    source_pacs: SourcePacs,
+    source_studies: dict[str, SourceStudy],
+    listening_gateway: RunningGateway,
+    tmp_path: Path,
+) -> None:
+    """Within 1 year of 2026-01-15 the patient has a head CT and a chest MR only: the chest
+    CT of 2024-01-10 is too old, so there is no prior and nothing is fetched."""
+    configured = pull_settings(
+        settings, source_config(source_pacs, "c-get"), routing=prior_rule(within_years=1)
+    )
+    job_id, state = _resolve_follow_up(configured, engine, listening_gateway, tmp_path / "f")
+    assert state == "none"
+    recorded = job_prior(engine)
+    assert (recorded.state, recorded.prior_study_instance_uid) == ("none", None)
+    assert "within 1 years" in recorded.reason and "modality CT" in recorded.reason
+    assert pulled_rows(engine) == []
+    for key in ("prior", "head", "mr-chest"):
+        assert not source_studies[key].sop_instance_uids & stored_instances(engine), key
+    (event,) = audit_rows(engine, "prior.none")
+    assert event.detail["job"] == job_id
+
+
+def test_any_body_part_takes_the_latest_study_of_the_same_modality_by_wado_rs(
+    settings: GatewaySettings,
+    engine: Engine,
+    source_pacs: SourcePacs,
+    source_studies: dict[str, SourceStudy],
+    listening_gateway: RunningGateway,
+    tmp_path: Path,
+) -> None:
+    """A rule that does not ask for the same body part: the latest CT of the patient (the
+    2025-09-01 head CT), not the later chest MR; fetched through QIDO-RS and WADO-RS."""
+    configured = pull_settings(
+        settings,
+        source_config(source_pacs, "wado-rs"),
+        routing=prior_rule(same_body_part=False),
+    )
+    _, state = _resolve_follow_up(configured, engine, listening_gateway, tmp_path / "f")
+    head = source_studies["head"]
+    assert state == "found"
+    assert job_prior(engine).prior_study_instance_uid == head.study_instance_uid
+    assert head.sop_instance_uids <= stored_instances(engine)
+    assert not source_studies["mr-chest"].sop_instance_uids & stored_instances(engine)
+    [(study_uid, purpose)] = [(r.study_instance_uid, r.purpose) for r in pulled_rows(engine)]
+    assert (study_uid, purpose) == (head.study_instance_uid, "prior")
