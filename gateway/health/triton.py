@@ -1,6 +1,7 @@
 """Triton and each model: the server ready, and every model the registered pipelines use
-served and ready (with its version); models Triton serves that no pipeline uses are listed
-too. When Triton does not answer, each model is red with the time it was last seen ready."""
+served and ready (with its version), red when not ready or listed but not loaded; models
+Triton serves that no pipeline uses are listed too. When Triton does not answer, each model
+is red with the time it was last seen ready."""
 
 from __future__ import annotations
 
@@ -113,7 +114,10 @@ def triton_health(
             )
         return rows, []
     served = _merged(served)
+    expected_names = {name for name, _ in expected}
     for model in served:
+        if model.version == "-" and model.name in expected_names:
+            continue  # listed, never loaded: shown below under the version a pipeline asks for
         key = f"{model.name}:{model.version}"
         users = sorted(
             {
@@ -150,12 +154,15 @@ def triton_health(
             continue
         key = f"{name}:{version or 'latest'}"
         last = seen_models.get(key)
+        in_repository = any(m.name == name and m.version == "-" for m in served)
         rows.append(
             PartHealth(
                 MODEL_PART,
                 key,
                 Level.RED,
-                "not in Triton's model repository",
+                "not loaded (in Triton's model repository, not loaded)"
+                if in_repository
+                else "not in Triton's model repository",
                 as_utc(last) if last else None,
                 (("pipelines", ", ".join(pipelines)),),
             )

@@ -17,10 +17,15 @@ from gateway.assembly import StudyAssembler
 from gateway.audit import utcnow
 from gateway.jobs.router import StudyRouter
 from gateway.models import AuditEvent, Delivery, Job, JobState, RoutingRule, ShadowComparison
+from gateway.monitoring.outcome import study_outcome
+from gateway.monitoring.source import VersionKey
+from gateway.monitoring.statistics import Statistic
+from gateway.monitoring.watch import watch_all
 from gateway.phantom import make_phantom, write_ct_series
 from gateway.pipelines.lung_nodules import DESCRIPTION_FILE
 from gateway.settings import GatewaySettings, SettingsError
 from tests.conftest import RunningGateway, make_settings
+from tests.monitoring.job_rows import MODEL_KEY
 from tests.scu import send_files
 from workers.jobs.runner import JobRunner
 
@@ -152,6 +157,37 @@ def test_shadow_results_are_stored_compared_and_never_queued(
     names = {m["name"] for m in comparison.segments}
     assert names == {"lung", "nodule"}, comparison.segments
     assert kinds(engine).count("shadow.compared") == 1
+
+    # The model watch reads these real job rows: one study per pipeline version, keyed by
+    # its models' versions (as tests/monitoring/job_rows.py writes them), its score the
+    # analyser's probability, its findings the nodules, its latency the stage seconds.
+    with engine.connect() as connection:
+        watches = {
+            w.key: w
+            for w in watch_all(
+                connection, configured.monitoring, utcnow(), configured.pipeline_registry()
+            )
+        }
+    assert set(watches) == {
+        VersionKey("lung_nodules", "1", MODEL_KEY),
+        VersionKey(CANDIDATE, "2", MODEL_KEY),
+    }, set(watches)
+    registry = configured.pipeline_registry()
+    for job_id, key in ((primary_id, "lung_nodules"), (shadow_id, CANDIDATE)):
+        ran = job(engine, job_id)
+        outcome = study_outcome(ran.summary, registry.get(key).description)
+        assert outcome is not None and outcome.score is not None, ran.summary
+        (watch,) = [w for k, w in watches.items() if k.pipeline == key]
+        (day,) = watch.days
+        values = day.statistics.values
+        assert day.statistics.studies == 1 and not watch.learned
+        assert values[Statistic.SCORE_MEAN] == pytest.approx(outcome.score)
+        assert values[Statistic.POSITIVE_RATE] == float(bool(outcome.positive))
+        assert values[Statistic.FINDINGS_MEAN] == outcome.findings
+        assert values[Statistic.FAILURE_RATE] == 0.0
+        stages = ran.stage_seconds
+        latency = sum(stages[s] for s in ("load_preprocess", "inference", "postprocess"))
+        assert values[Statistic.LATENCY_MEAN] == pytest.approx(latency) and latency > 0
 
 
 def test_a_shadow_the_registry_lacks_is_skipped_audited(

@@ -127,6 +127,13 @@ def test_the_daily_table_shows_the_shifted_day_amber(
     assert '<span class="mw-status amber version-status">1 amber day</span>' in html
 
 
+def _comparison_cells(page: str, uid: str) -> list[str]:
+    """The text of each cell of the comparison's row for one study."""
+    row = page.split(f'data-study="{uid}">', 1)[1].split("</tr>", 1)[0]
+    texts = re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)
+    return [" ".join(re.sub(r"<[^>]+>", "", t).split()) for t in texts]
+
+
 def test_the_comparison_lists_disagreements_first(
     engine: Engine, client_as: Callable[[str | None], FlaskClient]
 ) -> None:
@@ -135,6 +142,23 @@ def test_the_comparison_lists_disagreements_first(
     client = client_as("viewer")
     html = client.get(f"/models/shadow/{rule_id}").get_data(as_text=True)
     assert re.findall(r'<tr class="[^"]*" data-study="([^"]+)"', html) == expected
+    # Per study: the findings of both, whether they agree, the scores and their difference
+    # (shadow minus primary), the mean Dice and each segment's Dice.
+    cells = {uid: _comparison_cells(html, uid) for uid in expected}
+    disagree = cells[expected[0]]
+    assert disagree[2:] == [
+        "absent (1) / present (1)",
+        "no",
+        "0.500 / 0.800",
+        "+0.300",
+        "0.500",
+        "nodule-1 ↔ nodule-1: 0.50",
+    ], disagree
+    for uid, dice in ((expected[1], "0.700"), (expected[2], "0.900")):
+        row = cells[uid]
+        assert row[2:4] == ["present (1) / present (1)", "yes"], row
+        assert row[4] == "0.800 / 0.800" and row[5] in ("+0.000", "-0.000"), row
+        assert row[6] == dice and row[7] == f"nodule-1 ↔ nodule-1: {dice[:4]}", row
     summary = re.search(r'<td class="num agreement">([^<]*)</td>', html)
     assert summary is not None and summary.group(1) == "66.7 %"
     assert "promote" not in html.lower()  # viewers see no promotion

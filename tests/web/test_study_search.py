@@ -217,6 +217,19 @@ def test_a_real_c_store_sets_the_hashes_the_search_matches(
     assert _search(client, patient_id="PAT-C-STORE", calling_ae="CT_SCANNER")[1] == {uid}
     assert _search(client, accession_number="ACC-4712")[1] == set()
 
+    # The operator sees the Patient ID on the study page (and that is audited), yet no
+    # table of the database holds either value in clear: only the keyed hashes.
+    page = _page(client, f"/studies/{uid}")
+    assert "PAT-C-STORE" in page
+    with engine.connect() as connection:
+        dump = repr(
+            [connection.execute(select(table)).all() for table in Study.metadata.sorted_tables]
+        )
+    assert "PAT-C-STORE" not in dump and "ACC-4711" not in dump
+    index = PatientIndex(secret_key(settings))
+    hashes = (index.patient_id("PAT-C-STORE"), index.accession_number("ACC-4711"))
+    assert all(h is not None and h in dump for h in hashes)
+
 
 def test_only_roles_that_may_see_identity_search_by_it(
     client_as: Client, corpus: Corpus, settings: GatewaySettings
