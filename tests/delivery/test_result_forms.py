@@ -110,3 +110,18 @@ def test_each_destination_receives_exactly_its_forms(
         assert orthanc_id is not None, f"{obj.kind} not in Orthanc"
         series = pacs.get_json(f"/instances/{orthanc_id}")["ParentSeries"]
         assert pacs.get_json(f"/series/{series}")["ParentStudy"] == study_id
+    held = len(pacs.study_instances(study_id))
+    assert held == len(case.paths) + len(objects)
+
+    # A rerun of the job builds every form again under the same UIDs: nothing new is queued
+    # or sent, and the study still holds one copy of each result.
+    again = build_results(
+        read_source_series(case.paths), case.findings, ResultsSettings(), forms=forms
+    )
+    assert [(o.kind, o.sop_instance_uid, o.series_instance_uid) for o in again] == [
+        (o.kind, o.sop_instance_uid, o.series_instance_uid) for o in objects
+    ]
+    publish_results(settings, engine, again)
+    assert Deliverer(settings, engine).deliver_due() == {}, delivery_rows(engine)
+    assert len(pacs.received(study_uid, origin=None)) == len(rows) + len(case.paths)
+    assert len(pacs.study_instances(study_id)) == held

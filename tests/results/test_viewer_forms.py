@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from numpy.typing import NDArray
+from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from gateway.phantom.radiograph import ProjectedNodule, make_radiograph
@@ -283,6 +284,38 @@ def _crack_middles(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
     return np.array(found, dtype=np.float64)
 
 
+def _ink(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The mask cropped to the box of its set pixels."""
+    rows, columns = np.nonzero(mask)
+    if len(rows) == 0:
+        return mask[:0, :0]
+    return mask[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+
+
+def _text_ink(text: str, size: int) -> NDArray[np.bool_]:
+    """`text` as Pillow's default font draws it at `size` px, without anti-aliasing."""
+    font = ImageFont.load_default(size=size)
+    _, _, right, bottom = font.getbbox(text)
+    # room to spare: unsmoothed glyphs can reach past the smoothed box getbbox measures
+    canvas = Image.new("L", (2 * int(right) + 16, 2 * int(bottom) + 16), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.fontmode = "1"
+    draw.text((2, 2), text, fill=255, font=font)
+    return _ink(np.asarray(canvas) > 0)
+
+
+def burned_in_text(band: NDArray[np.uint8], colour: tuple[int, int, int], text: str) -> int | None:
+    """The font size (8-32 px, Pillow's default font) at which the pixels of `colour` in the
+    text band are exactly `text`, None if at no size: the words themselves, not just some
+    pixels of that colour."""
+    found = _ink(np.all(band == np.array(colour, dtype=np.uint8), axis=-1))
+    for size in range(8, 33):
+        expected = _text_ink(text, size)
+        if expected.shape == found.shape and np.array_equal(expected, found):
+            return size
+    return None
+
+
 def test_secondary_captures_burn_in_the_finding_and_the_warning(formed: Forms) -> None:
     findings = reported(formed)
     assert len(formed.scs) == len(findings)
@@ -307,6 +340,8 @@ def test_secondary_captures_burn_in_the_finding_and_the_warning(formed: Forms) -
         assert reference.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
         assert (sc.PhotometricInterpretation, sc.SamplesPerPixel) == ("RGB", 3)
         pixels = np.asarray(sc.pixel_array)
+        # highdicom reads it back as an image with the same pixels
+        assert np.array_equal(hd.imread(path).get_frame(1), pixels)
         factor = sc.Columns // source.Columns
         assert factor >= 1 and sc.Columns == factor * source.Columns
         band = sc.Rows - factor * source.Rows
@@ -319,6 +354,11 @@ def test_secondary_captures_burn_in_the_finding_and_the_warning(formed: Forms) -
         text = pixels[:band].reshape(-1, 3)
         kinds = {tuple(int(v) for v in p) for p in np.unique(text, axis=0)}
         assert kinds == {(0, 0, 0), WHITE, NODULE_COLOUR}
+        # in it, the warning in white and the finding's values in its colour, word for word
+        warning = burned_in_text(pixels[:band], WHITE, NOT_FOR_DIAGNOSIS)
+        assert warning is not None, f"expected '{NOT_FOR_DIAGNOSIS}' in white in the band"
+        label = burned_in_text(pixels[:band], NODULE_COLOUR, expected_label(segment))
+        assert label is not None, f"expected '{expected_label(segment)}' in the band"
         # the outline: every boundary edge of the finding on its key slice
         for middle in _crack_middles(mask[axes.slice_index]):
             at = middle * factor + np.array([0.0, band])
@@ -526,6 +566,10 @@ def test_radiograph_gets_a_circle_in_every_form(tmp_path: Path) -> None:
     band = key.Rows - round(factor * header.Rows)
     in_band = {tuple(int(v) for v in p) for p in np.unique(pixels[:band].reshape(-1, 3), axis=0)}
     assert in_band == {(0, 0, 0), WHITE, SETTINGS.point_colour}
+    warning = burned_in_text(pixels[:band], WHITE, NOT_FOR_DIAGNOSIS)
+    assert warning is not None, f"expected '{NOT_FOR_DIAGNOSIS}' in white in the band"
+    label = burned_in_text(pixels[:band], SETTINGS.point_colour, "Nodule 1: probability 0.87")
+    assert label is not None, "expected 'Nodule 1: probability 0.87' in the band"
     for angle in np.linspace(0, 2 * np.pi, 16, endpoint=False):
         edge = centre + truth.radius_px * np.array([np.cos(angle), np.sin(angle)])
         assert _has_colour(pixels, edge * factor + np.array([0.0, band]), SETTINGS.point_colour)

@@ -39,6 +39,7 @@ from tests.pipeline.conftest import (
     pipeline_settings,
 )
 from tests.pipeline.harness import Process, RedisServer, results_in_pacs, wait_until
+from tests.viewer.expected import expected_findings
 from tests.viewer.ohif_page import OhifPage
 from tests.viewer.ohif_server import OhifServer
 
@@ -56,6 +57,9 @@ class ProcessedStudy:
     ct: Mapping[str, Dataset]  # SOP Instance UID -> header of the source CT slice
     seg: Dataset
     sr: Dataset
+    viewer_forms: Mapping[str, list[Dataset]]
+    """Modality ('PR', 'OT', 'KO') -> what the pipeline delivered to a PACS taking the
+    presentation state, secondary captures and key objects (`legacy_pacs`)."""
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +79,29 @@ def pacs_with_dicomweb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ort
 
 
 @pytest.fixture(scope="module")
+def legacy_pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A second Orthanc, a PACS whose viewer shows neither SEG nor SR: its destination takes
+    the presentation state, secondary captures and key objects (C-STORE)."""
+    require_tool(ORTHANC_BINARY)
+    server = Orthanc(
+        tmp_path_factory.mktemp("legacy-pacs"), free_port(), {}, dicom_port=free_port()
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+LEGACY_FORMS = ("PR", "OT", "KO")
+
+
+@pytest.fixture(scope="module")
 def processed_study(
-    pacs_with_dicomweb: Orthanc, tmp_path_factory: pytest.TempPathFactory
+    pacs_with_dicomweb: Orthanc, legacy_pacs: Orthanc, tmp_path_factory: pytest.TempPathFactory
 ) -> ProcessedStudy:
     """Orthanc sends a phantom CT study to the gateway; the gateway's worker runs the lung
-    nodule pipeline on Triton and delivers the SEG and SR back to Orthanc. Everything but
-    Orthanc is stopped again before the browser tests."""
+    nodule pipeline on Triton and delivers the SEG and SR back to Orthanc, and the viewer
+    forms to `legacy_pacs`. Everything but the Orthancs is stopped again before the browser
+    tests."""
     pacs = pacs_with_dicomweb
     tmp = tmp_path_factory.mktemp("viewer-pipeline")
     database_url = _postgres_url()
@@ -93,8 +114,13 @@ def processed_study(
     processes: list[Process] = []
     try:
         redis_server.start()
+        legacy = {
+            **orthanc_destination(legacy_pacs),
+            "name": "legacy",
+            "forms": ["gsps", "sc", "kos"],
+        }
         settings = pipeline_settings(
-            base, redis_server.url, triton.grpc_url, [orthanc_destination(pacs)]
+            base, redis_server.url, triton.grpc_url, [orthanc_destination(pacs), legacy]
         )
         processes.append(Process("serve", settings, tmp / "gateway.log").start())
         wait_for_port(settings.dicom.port)
@@ -119,9 +145,28 @@ def processed_study(
             pydicom.dcmread(io.BytesIO(pacs.instance_file(found[kind][0])))
             for kind in ("SEG", "SR")
         )
+        # one presentation state, one key image per finding, one key object selection
+        wanted = {"PR": 1, "OT": len(expected_findings(sr)), "KO": 1}
+        try:
+            forms = wait_until(
+                lambda: (
+                    (r := results_in_pacs(legacy_pacs, study_uid))
+                    and all(len(r.get(m, [])) >= n for m, n in wanted.items())
+                    and r
+                ),
+                RESULTS_TIMEOUT_S,
+                f"the pipeline's viewer forms {wanted} in the legacy PACS",
+            )
+        except AssertionError:
+            logs = "\n".join(f"--- {p.command}\n{p.log_tail()}" for p in processes)
+            pytest.fail(f"expected the viewer forms {wanted} in the legacy PACS:\n{logs}")
+        viewer_forms: dict[str, list[Dataset]] = {
+            modality: [pydicom.dcmread(io.BytesIO(legacy_pacs.instance_file(i))) for i in instances]
+            for modality, instances in forms.items()
+        }
         headers = (pydicom.dcmread(p, stop_before_pixels=True) for p in paths)
         ct = {str(h.SOPInstanceUID): h for h in headers}
-        return ProcessedStudy(study_uid, str(source.SeriesInstanceUID), ct, seg, sr)
+        return ProcessedStudy(study_uid, str(source.SeriesInstanceUID), ct, seg, sr, viewer_forms)
     finally:
         for process in reversed(processes):
             process.stop()

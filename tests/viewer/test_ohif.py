@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import ProcessedStudy
+from tests.results.validation import dciodvfy_errors
+from tests.viewer.conftest import LEGACY_FORMS, ProcessedStudy
 from tests.viewer.expected import (
     LONG_AXIS,
     SHORT_AXIS,
@@ -289,3 +290,62 @@ def test_sr_findings_listed_with_values_and_drawn_on_key_slices(
     assert len(panel["rows"]) == len(findings), (
         f"expected {len(findings)} panel rows, found {panel['rows']}"
     )
+
+
+def test_pipeline_delivers_the_viewer_forms_to_the_pacs_that_takes_them(
+    processed_study: ProcessedStudy, tmp_path: Path
+) -> None:
+    """No browser: the real pipeline's presentation state, key images and key objects, sent
+    by C-STORE to the PACS whose destination takes those forms (and not SEG and SR): in the
+    study, dciodvfy-clean, and each finding of the SR on its key slice in every form."""
+    study = processed_study
+    forms = study.viewer_forms
+    assert sorted(forms) == sorted(LEGACY_FORMS), (
+        f"expected only {LEGACY_FORMS} in the legacy PACS, found {sorted(forms)}"
+    )
+    findings = expected_findings(study.sr)
+    key_slices = {f.tracking_uid: f.region_sop_instance_uids for f in findings}
+    on_key_slices = set().union(*key_slices.values())
+    iods = {
+        "PR": "GrayscaleSoftcopyPresentationState",
+        "OT": "SCImage",
+        "KO": "KeyObjectSelectionDocument",
+    }
+    for modality, datasets in forms.items():
+        for n, ds in enumerate(datasets):
+            assert ds.StudyInstanceUID == study.study_instance_uid, modality
+            path = tmp_path / f"{modality}-{n}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            assert dciodvfy_errors(path) == (iods[modality], []), modality
+
+    (gsps,) = forms["PR"]
+    referenced = {
+        image.ReferencedSOPInstanceUID
+        for series in gsps.ReferencedSeriesSequence
+        for image in series.ReferencedImageSequence
+    }
+    assert referenced == set(study.ct), "expected the presentation state over the CT series"
+    texts = {
+        text.TrackingUID: annotation.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+        for annotation in gsps.GraphicAnnotationSequence
+        for text in annotation.get("TextObjectSequence", [])
+    }
+    assert sorted(texts) == sorted(key_slices), "expected one text per finding of the SR"
+    for finding in findings:
+        assert texts[finding.tracking_uid] in finding.region_sop_instance_uids, finding.name
+
+    captures = forms["OT"]
+    assert len(captures) == len(findings)
+    for sc in captures:
+        assert sc.ImageType[0] == "DERIVED" and sc.BurnedInAnnotation == "YES"
+        assert "NOT FOR PRIMARY DIAGNOSIS" in sc.ImageComments
+    sources = {sc.SourceImageSequence[0].ReferencedSOPInstanceUID for sc in captures}
+    assert sources == on_key_slices
+
+    (kos,) = forms["KO"]
+    flagged = {
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for item in kos.ContentSequence
+        if item.ValueType == "IMAGE"
+    }
+    assert flagged == on_key_slices
