@@ -11,7 +11,8 @@ else
     packages=(dcmtk orthanc orthanc-dicomweb dicom3tools postgresql-client openssl redis-server
         chromium chromium-driver pixelmed-apps
         podman runc debootstrap  # the container images and compose file (tests/deploy)
-        strace)  # tests/listener/test_durability_order.py: the order of syncs, commit, response
+        strace  # tests/listener/test_durability_order.py: the order of syncs, commit, response
+        prometheus)  # promtool: tests/web/test_alert_rules.py runs deploy/prometheus/alerts_test.yml
     # Triton's Python backend loads the interpreter's shared libpython; Debian's own python3
     # ships it in a separate package.
     python="$(command -v python3 || true)"

@@ -73,8 +73,8 @@ def counts_and_states(src: Sources) -> list[Family]:
         Family(
             "pacs_gateway_delivery_failures_total",
             "counter",
-            "Deliveries failed for good.",
-            [({}, deliveries.get("failed", 0))],
+            "Deliveries failed for good, ever (a retry does not lower it).",
+            [({}, queries.deliveries_failed_for_good(connection))],
         ),
     ]
 

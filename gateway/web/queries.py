@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
 
-from gateway.models import Delivery, DeliveryState, Instance, Job, JobState, Study
+from gateway.audit import AuditKind
+from gateway.models import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, Study
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,18 @@ def deliveries_by_state(connection: Connection) -> dict[str, int]:
         .all()
     )
     return {state.value: int(found.get(state, 0)) for state in DeliveryState}
+
+
+def deliveries_failed_for_good(connection: Connection) -> int:
+    """Deliveries that ever failed for good, counted from the audit log: a counter that
+    only grows (a retry sets the delivery's row back to pending, but its failure stays)."""
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.kind == AuditKind.DELIVERY_FAILED)
+        ).scalar_one()
+    )
 
 
 def mean_stage_seconds(connection: Connection, recent: int = 1000) -> dict[str, float]:

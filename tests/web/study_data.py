@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select
 
 from gateway.assembly import StudyAssembler
-from gateway.audit import utcnow
+from gateway.audit import AuditKind, Outcome, audit_row, record, utcnow
 from gateway.dicom.header import read_header
 from gateway.dicom.spool import Spool
 from gateway.ingest import InstanceIndex, Sender
@@ -143,6 +143,18 @@ def store_study(settings: GatewaySettings, engine: Engine, work: Path) -> Stored
                     delivered_at=now if state == DeliveryState.DELIVERED else None,
                 )
             )
+            if state == DeliveryState.FAILED:  # as the deliverer records it
+                record(
+                    connection,
+                    audit_row(
+                        AuditKind.DELIVERY_FAILED,
+                        actor="delivery",
+                        study_instance_uid=header.study_instance_uid,
+                        sop_instance_uid=f"2.25.{number + 11}",
+                        outcome=Outcome.FAILURE,
+                        detail={"destination": "pacs", "reason": error},
+                    ),
+                )
     identity = ModelIdentity("lung_nodule_unet", "1")
     save_findings(
         Findings(

@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from PIL import Image
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from gateway.audit import AuditKind, audit_row, record
 from gateway.cli import main as cli_main
-from gateway.models import AuditEvent, Job, JobState, RoutingRule, User
+from gateway.models import AuditEvent, Delivery, DeliveryState, Job, JobState, RoutingRule, User
 from gateway.settings import GatewaySettings
 from gateway.web.passwords import verify_password
 from tests.conftest import free_port
@@ -427,6 +427,17 @@ def test_ops_endpoints(client_as: Client, study: StoredStudy, engine: Engine) ->
     assert "pacs_gateway_delivery_failures_total 1" in metrics
     assert "pacs_gateway_queue_depth 0" in metrics
     assert study.study_uid not in metrics
+    # a retry sets the failed delivery back to pending: the counter must not drop, or
+    # Prometheus reads a counter reset and the failed-for-good alert fires again
+    with engine.begin() as connection:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.state == DeliveryState.FAILED)
+            .values(state=DeliveryState.PENDING)
+        )
+    metrics = anonymous.get("/metrics").get_data(as_text=True)
+    assert "pacs_gateway_delivery_failures_total 1" in metrics
+    assert 'pacs_gateway_deliveries{state="failed"} 0' in metrics
 
 
 def test_readyz_is_ready_when_every_part_answers(
