@@ -27,7 +27,7 @@ from typing import Any, cast
 from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from gateway.dicom import reactors, store_response
+from gateway.dicom import reactors, store_request, store_response
 from gateway.dicom.connection_guard import ConnectionGuard, ConnectionRefused, ConnectionSlot
 from gateway.dicom.dul_guard import guard_state_machine
 from gateway.dicom.pdu_guard import GuardedSocket, GuardedSSLSocket, PduFraming, PduLimits
@@ -106,6 +106,7 @@ class GatewayRequestHandler(RequestHandler):
         assoc = super()._create_association()
         assoc.dul._run_loop_delay = DUL_LOOP_DELAY_S  # stop_dul(), and the stock loop
         reactors.install(assoc)  # event-driven loops, where pynetdicom's version allows
+        store_request.install(assoc)  # C-STORE-RQ command sets read from their bytes
         store_response.install(assoc)
         address = str(self.client_address[0])
         guard_state_machine(
