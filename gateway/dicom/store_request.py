@@ -21,7 +21,7 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.uid import UID
 from pynetdicom import _config
-from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
@@ -157,6 +157,16 @@ def store_request(command_set: bytes, context_id: int) -> FastCStoreRequest | No
     return FastCStoreRequest(command_set, values, context_id)
 
 
+def _not_started(message: DIMSEMessage | None) -> bool:
+    """No message yet, or the empty one gateway/dicom/pdata_bound.py puts in place before
+    the first P-DATA of each message (so that it can count its dataset bytes)."""
+    return message is None or (
+        type(message) is DIMSEMessage
+        and message.context_id is None
+        and message.encoded_command_set.tell() == 0
+    )
+
+
 def install(assoc: Any) -> None:
     """Read this association's C-STORE-RQ command sets from their bytes (see above)."""
     dimse = assoc.dimse
@@ -164,11 +174,14 @@ def install(assoc: Any) -> None:
 
     def receive(primitive: P_DATA) -> None:
         pdvs = primitive.presentation_data_value_list
-        if dimse.message is None and pdvs and not _config.STORE_RECV_CHUNKED_DATASET:
+        placeholder = dimse.message
+        if _not_started(placeholder) and pdvs and not _config.STORE_RECV_CHUNKED_DATASET:
             context_id, data = pdvs[0]
             if data and data[0] & _LAST_COMMAND_FRAGMENT == _LAST_COMMAND_FRAGMENT:
                 message = store_request(bytes(data[1:]), context_id)
                 if message is not None:
+                    if placeholder is not None:  # keeps the size bound's buffer
+                        message.data_set = placeholder.data_set
                     dimse.message = message
                     if len(pdvs) == 1:
                         return  # the data set comes in the next P-DATA

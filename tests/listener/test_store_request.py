@@ -3,16 +3,25 @@ primitive pynetdicom's own decoding gives, and anything unusual is left to pynet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode, encode
+from sqlalchemy import Engine
 
-from gateway.dicom.store_request import store_request
+from gateway.dicom.store_request import FastCStoreRequest, store_request
+from gateway.settings import GatewaySettings
+from tests.conftest import RunningGateway
+from tests.db_queries import instance_rows
+from tests.dicom_samples import write_series
+from tests.scu import send_files
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -100,3 +109,29 @@ def test_anything_unusual_is_left_to_pynetdicom() -> None:
         b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x00", b"\x00\x00\x00\x08\x02\x00\x00\x00\x01\x01"
     )
     assert no_data != good and store_request(no_data, 1) is None  # no data set follows
+
+
+def test_the_listener_reads_store_requests_this_way(
+    settings: GatewaySettings,
+    start_gateway: Callable[[GatewaySettings], RunningGateway],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Behind the dataset size bound (which puts its own empty message in place before each
+    P-DATA), every C-STORE-RQ of a real association takes this path and is stored."""
+    built: list[str] = []
+    real = FastCStoreRequest.message_to_primitive
+
+    def counted(self: FastCStoreRequest) -> C_STORE:
+        primitive = real(self)
+        built.append(str(primitive.AffectedSOPInstanceUID))
+        return primitive
+
+    monkeypatch.setattr(FastCStoreRequest, "message_to_primitive", counted)
+    gateway = start_gateway(settings)
+    paths = write_series(tmp_path / "series", 5)
+    assert send_files(gateway.port, paths) == [0] * 5
+    sent = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
+    assert built == sent
+    assert len(instance_rows(engine)) == 5
