@@ -114,8 +114,7 @@ def register_tasks(app: Celery, settings: GatewaySettings) -> None:
         priority: Any = (self.request.delivery_info or {}).get("priority")
         if outcome.recheck_in_s is not None:
             # Held by another runner: one message looks again when the lease expires, so
-            # a runner that died is taken over and a live one is never run beside. Or the
-            # deliveries are pending: their own attempts bound the wait, not the task's.
+            # a runner that died is taken over and a live one is never run beside.
             self.apply_async((job_id,), countdown=outcome.recheck_in_s, priority=priority)
             return "skipped"
         if outcome.retry_in_s is None:

@@ -77,9 +77,8 @@ class JobOutcome:
     retry_in_s: float | None = None
     message: str = ""
     recheck_in_s: float | None = None
-    """Look again then, with a new message, not a retry: no task retry is used. Another
-    runner holds the job's lease (look once it expires: its holder may have died), or the
-    results wait for their deliveries' next attempt."""
+    """Another runner holds the job's lease: look again once it expires (its holder may
+    have died). A new message, not a retry: waiting on a live runner uses no attempts."""
 
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
@@ -478,13 +477,9 @@ class JobRunner:
             wait = min((_aware(r.next_attempt_at) - now).total_seconds() for r in pending)
             message = f"{len(pending)} delivery(ies) pending: {pending[0].last_error or 'due'}"
             self._update(job_id, None, last_error=message, stage_seconds={"delivery": delivery_s})
-            # Not a retry: the deliveries have their own attempts and back-off, and fail the
-            # job when one fails for good. Counted as job retries, a PACS down for longer
-            # than the job's retries failed the job while its deliveries went on and later
-            # arrived.
             return JobOutcome(
                 JobState.RESULTS_BUILT,
-                recheck_in_s=max(1.0, min(wait, self.settings.queue.retry_backoff_max_s)),
+                retry_in_s=max(1.0, min(wait, self.settings.queue.retry_backoff_max_s)),
                 message=message,
             )
         now = utcnow()
