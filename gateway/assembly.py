@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select, update
@@ -33,9 +34,17 @@ _OPEN_STATES = (StudyState.RECEIVING, StudyState.UPDATED)
 
 
 class StudyAssembler:
-    def __init__(self, engine: Engine, quiet_period_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        quiet_period_s: float,
+        on_study_complete: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.quiet_period = timedelta(seconds=quiet_period_s)
+        # wakes the router in this process: a study this pass completed is routed now, not
+        # at the router's next poll (a signal fulfilled here races the listener's own check)
+        self.on_study_complete = on_study_complete
 
     def complete_quiet_studies(self, now: datetime | None = None) -> list[str]:
         """Mark every open study whose last instance is older than the quiet period complete.
@@ -131,8 +140,10 @@ class StudyAssembler:
     def run(self, stop: threading.Event, poll_interval_s: float) -> None:
         while not stop.is_set():
             try:
-                self.complete_signalled_studies()
-                self.complete_quiet_studies()
+                completed = self.complete_signalled_studies()
+                completed += self.complete_quiet_studies()
+                if completed and self.on_study_complete is not None:
+                    self.on_study_complete()
             except Exception as exc:  # keep polling: the database may come back
                 LOGGER.error("assembly pass failed: %s", type(exc).__name__)
             stop.wait(poll_interval_s)

@@ -99,8 +99,9 @@ def serve(
     pool: WorkerPool | None = None
     acceptor: Acceptor | None = None
     threads: list[threading.Thread] = []
-    # set by this process's listener when a completion signal completes a study: the
-    # router routes it at once (listener processes > 1: at the router's next poll)
+    # set when this process completes a study (its listener on a completion signal, its
+    # assembler on a signal or a quiet period): the router routes it at once. With listener
+    # processes > 1, a signal the listener settled waits for the router's next poll.
     route_now = threading.Event()
     if processes == 1:
         listener = start_listener(settings, engine, on_study_complete=route_now.set)
@@ -122,7 +123,9 @@ def serve(
             ports,
             processes,
         )
-    assembler = StudyAssembler(engine, settings.assembly.quiet_period_s)
+    assembler = StudyAssembler(
+        engine, settings.assembly.quiet_period_s, on_study_complete=route_now.set
+    )
     threads.append(
         threading.Thread(
             target=assembler.run,

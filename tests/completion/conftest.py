@@ -117,12 +117,17 @@ def site_with(
 ) -> Callable[..., Site]:
     users: list[str] = []
 
-    def make(*, rules: list[dict[str, Any]] | None = None, **completion: Any) -> Site:
+    def make(
+        *,
+        rules: list[dict[str, Any]] | None = None,
+        quiet_period_s: float = QUIET_PERIOD_S,
+        **completion: Any,
+    ) -> Site:
         configured = make_settings(
             settings.data_dir,
             settings.sqlalchemy_url,
             dicom={"port": free_port()},
-            assembly={"quiet_period_s": QUIET_PERIOD_S, "poll_interval_s": 0.2},
+            assembly={"quiet_period_s": quiet_period_s, "poll_interval_s": 0.2},
             queue={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:1/0"},
             web={"session_cookie_secure": False},
             routing={"rules": rules or RULES},
