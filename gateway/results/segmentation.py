@@ -3,13 +3,15 @@ segments, codes, labels and colours their pipeline declares."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import highdicom as hd
 import numpy as np
 from numpy.typing import NDArray
 
 from gateway.pipelines.description import PipelineDescription
 from gateway.pipelines.findings import PipelineFindings, SegmentFinding
-from gateway.pipelines.measure import segment_mask
+from gateway.pipelines.measure import boxed_components, segment_mask
 from gateway.results.config import ResultsSettings
 from gateway.results.declared import ConvertibleFindings, DeclaredFindings, code, declared
 from gateway.results.identity import (
@@ -42,6 +44,41 @@ def segment_masks(
         if mask.any():
             out.append((segment.key, mask))
     return out
+
+
+def segment_number_map(
+    labels: NDArray[np.uint8], segments: Sequence[SegmentFinding]
+) -> tuple[NDArray[np.uint8] | NDArray[np.uint16], list[SegmentFinding]]:
+    """The segments with voxels, numbered from 1 in the findings' order, and the map of
+    their numbers (0: none), the voxels `segment_mask` finds. Segments never overlap (one
+    label per voxel), so such a map says it all, and highdicom skips its overlap check of a
+    4D stack (a sum over the segment axis: 1 s per 100 slices of 512x512). A component is
+    written inside its label's box (one labelling per label), not with whole-volume masks:
+    a nodule is a few thousand voxels of 26 million."""
+    dtype = np.uint8 if len(segments) < 256 else np.uint16
+    numbers = np.zeros(labels.shape, dtype=dtype)
+    kept: list[SegmentFinding] = []
+    boxes: dict[int, tuple[tuple[slice, ...], NDArray[np.int32]] | None] = {}
+    for segment in segments:
+        if segment.index == 0:
+            mask = labels == segment.label
+            if not mask.any():
+                continue
+            kept.append(segment)
+            numbers[mask] = len(kept)
+            continue
+        if segment.label not in boxes:
+            boxes[segment.label] = boxed_components(labels, segment.label)
+        boxed = boxes[segment.label]
+        if boxed is None:
+            continue
+        box, components = boxed
+        local = components == segment.component_label
+        if not local.any():
+            continue
+        kept.append(segment)
+        numbers[box][local] = len(kept)
+    return numbers, kept
 
 
 def _description(
@@ -77,21 +114,9 @@ def build_segmentation(
     """The SEG and its structures by segment number (1-based), or None when there is
     nothing to outline."""
     item = declared(findings, description)
-    kept = [
-        (segment, mask)
-        for segment in item.findings.segments
-        if (mask := segment_mask(item.findings.labels, segment)).any()
-    ]
+    pixel_array, kept = segment_number_map(item.findings.labels, item.findings.segments)
     if not kept:
         return None
-    # Segments never overlap (one label per voxel), so a label map of segment numbers says
-    # it all: (frames, rows, columns), frames in the order of source.datasets. highdicom
-    # checks a 4D stack for overlaps with a slow sum over the segment axis (1 s per 100
-    # slices of 512x512); a label map skips that.
-    dtype = np.uint8 if len(kept) < 256 else np.uint16
-    pixel_array = np.zeros(item.findings.labels.shape, dtype=dtype)
-    for number, (_, mask) in enumerate(kept, start=1):
-        pixel_array[mask] = number
     report = item.description.report
     seg = hd.seg.Segmentation(
         source_images=list(source.datasets),
@@ -99,7 +124,7 @@ def build_segmentation(
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
             _description(number, segment, item, uids)
-            for number, (segment, _) in enumerate(kept, start=1)
+            for number, segment in enumerate(kept, start=1)
         ],
         series_instance_uid=uids.seg_series,
         series_number=settings.seg_series_number,
@@ -118,4 +143,4 @@ def build_segmentation(
         omit_empty_frames=True,
         contributing_equipment=contributing_equipment(settings, item),
     )
-    return seg, [segment.key for segment, _ in kept]
+    return seg, [segment.key for segment in kept]
