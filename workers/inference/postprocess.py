@@ -9,7 +9,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gateway.pipelines.description import Refine
-from gateway.pipelines.measure import label_components, longest_diameter_mm, measure_segment
+from gateway.pipelines.measure import (
+    boxed_components,
+    label_components,
+    longest_diameter_mm,
+    measure_segment,
+)
 from gateway.pipelines.refine import most_overlapping, refine_by_threshold
 from workers.inference.findings import LABEL_LUNG, LABEL_NODULE, NoduleFinding
 from workers.inference.series import Volume
@@ -98,8 +103,7 @@ def caliper_axes(
     """`nodules` (measured on the model's label map) with their axes, longest diameter and
     centre taken from the refined outline that overlaps each most (measured at the source
     pixels); a finding without one keeps its own."""
-    model_components = label_components(labels, LABEL_NODULE)
-    refined_components = label_components(refined, LABEL_NODULE)
+    model_components, refined_components = _components_in_common_box(labels, refined)
     on_ct = {
         f.component_label: f
         for f in measure_nodules(refined, volume, min_voxels=1, min_volume_mm3=0.0)
@@ -120,6 +124,31 @@ def caliper_axes(
             )
         )
     return out
+
+
+def _components_in_common_box(
+    labels: NDArray[np.uint8], refined: NDArray[np.uint8]
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """`label_components` of the nodule label in both maps, cut to the box that holds both
+    (numbers unchanged): outside it both are 0, so overlaps are the same as on the whole
+    volumes, without two 100 MB int32 volumes and a whole-volume pass per finding."""
+    boxed = [boxed_components(m, LABEL_NODULE) for m in (labels, refined)]
+    present = [b for b in boxed if b is not None]
+    if not present:
+        empty = np.zeros((0, 0, 0), dtype=np.int32)
+        return empty, empty
+    starts = [min(box[axis].start for box, _ in present) for axis in range(3)]
+    stops = [max(box[axis].stop for box, _ in present) for axis in range(3)]
+    out = []
+    for found in boxed:
+        components = np.zeros([b - a for a, b in zip(starts, stops, strict=True)], np.int32)
+        if found is not None:
+            box, local = found
+            components[
+                tuple(slice(b.start - a, b.stop - a) for b, a in zip(box, starts, strict=True))
+            ] = local
+        out.append(components)
+    return out[0], out[1]
 
 
 def _value(measurement: object) -> float:
