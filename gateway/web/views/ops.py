@@ -1,6 +1,7 @@
-"""Operations endpoints: /healthz (the process answers), /readyz (database, broker, Triton),
-/metrics (Prometheus text, gateway/web/prometheus.py). /healthz and /readyz are public;
-/metrics is public unless `web.metrics_public` is off. None of them shows patient data."""
+"""Operations endpoints: /healthz (the process answers), /readyz (the database answers;
+broker and Triton reported), /metrics (Prometheus text, gateway/web/prometheus.py). /healthz
+and /readyz are public; /metrics is public unless `web.metrics_public` is off. None of them
+shows patient data."""
 
 from __future__ import annotations
 
@@ -27,20 +28,24 @@ def healthz() -> Response:
 @blueprint.route("/readyz")
 @public
 def readyz() -> Response:
+    """Ready while the database answers: what this process needs to serve its pages and take
+    STOW-RS. The broker and Triton are reported, never required: a web pod out of service
+    while the AI side is down would refuse studies that the gateway can keep (their jobs wait;
+    the dashboard's health grid shows why)."""
     context = web_context()
     lines: list[str] = []
     ready = True
     checks = (
-        ("database", lambda: probes.check_database(context.engine)),
-        ("broker", lambda: probes.check_broker(context.settings)),
-        ("triton", lambda: probes.check_triton(context.settings)),
+        ("database", True, lambda: probes.check_database(context.engine)),
+        ("broker", False, lambda: probes.check_broker(context.settings)),
+        ("triton", False, lambda: probes.check_triton(context.settings)),
     )
-    for name, check in checks:
+    for name, required, check in checks:
         try:
             check()
         except probes.ProbeError as exc:
-            ready = False
-            lines.append(f"{name}: failed: {exc}")
+            ready = ready and not required
+            lines.append(f"{name}: failed: {exc}" + ("" if required else " (not required)"))
         else:
             lines.append(f"{name}: ok")
     return Response("\n".join(lines) + "\n", status=200 if ready else 503, mimetype="text/plain")
