@@ -9,6 +9,7 @@ them in turn (gateway/dicom/dispatch.py). Study assembly runs once, in the main 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import signal
 import socket
 import threading
@@ -35,6 +36,7 @@ from gateway.settings import GatewaySettings
 from gateway.spool_hygiene import SpoolHygiene
 
 LOGGER = logging.getLogger(__name__)
+RELAY_WAIT_S = 0.5  # how soon the relay of listener processes' completions sees a stop
 
 
 class DatabaseNotMigrated(Exception):
@@ -61,14 +63,17 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
-def _listener_worker(settings_data: dict[str, Any], channel: socket.socket) -> None:
-    """A listener process: serves the connections the main process hands over."""
+def _listener_worker(
+    settings_data: dict[str, Any], study_completed: Any, channel: socket.socket
+) -> None:
+    """A listener process: serves the connections the main process hands over, and sets
+    `study_completed` (a multiprocessing Event) when a completion signal completes a study."""
     settings = GatewaySettings(**settings_data)
     configure_logging(settings.log_level)
     stop = threading.Event()
     _install_stop_signals(stop)
     engine = make_engine(settings)
-    listener = start_listener(settings, engine, bind=False)
+    listener = start_listener(settings, engine, bind=False, on_study_complete=study_completed.set)
     channel.sendall(READY)
     receiver = threading.Thread(
         target=receive_connections, args=(channel, listener.deliver), daemon=True
@@ -81,6 +86,17 @@ def _listener_worker(settings_data: dict[str, Any], channel: socket.socket) -> N
     heartbeat.join(timeout=5)
     listener.stop()
     engine.dispose()
+
+
+def _relay_completions(
+    study_completed: Any, route_now: threading.Event, stop: threading.Event
+) -> None:
+    """A listener process completed a study: wake this process's router. Cleared before the
+    router is woken, so a study completed meanwhile is seen by the pass this starts."""
+    while not stop.is_set():
+        if study_completed.wait(RELAY_WAIT_S):
+            study_completed.clear()
+            route_now.set()
 
 
 def serve(
@@ -99,16 +115,23 @@ def serve(
     pool: WorkerPool | None = None
     acceptor: Acceptor | None = None
     threads: list[threading.Thread] = []
-    # set when this process completes a study (its listener on a completion signal, its
-    # assembler on a signal or a quiet period): the router routes it at once. With listener
-    # processes > 1, a signal the listener settled waits for the router's next poll.
+    # set when a study is complete (a listener on a completion signal, the assembler on a
+    # signal or a quiet period): the router routes it at once, not at its next poll
     route_now = threading.Event()
     if processes == 1:
         listener = start_listener(settings, engine, on_study_complete=route_now.set)
         ports = listener.ports
         threads.append(listener_heartbeat(settings, engine, listener).thread(stop))
     else:
-        pool = WorkerPool(_listener_worker, (settings.model_dump(),), processes)
+        study_completed = multiprocessing.get_context("spawn").Event()
+        pool = WorkerPool(_listener_worker, (settings.model_dump(), study_completed), processes)
+        threads.append(
+            threading.Thread(
+                target=_relay_completions,
+                args=(study_completed, route_now, stop),
+                name="completion-relay",
+            )
+        )
         endpoints = {
             name: (settings.dicom.host, port)
             for name, port in listener_endpoints(settings.dicom).items()

@@ -121,13 +121,15 @@ def site_with(
         *,
         rules: list[dict[str, Any]] | None = None,
         quiet_period_s: float = QUIET_PERIOD_S,
+        assembly_poll_s: float = 0.2,
+        listener_processes: int = 1,
         **completion: Any,
     ) -> Site:
         configured = make_settings(
             settings.data_dir,
             settings.sqlalchemy_url,
-            dicom={"port": free_port()},
-            assembly={"quiet_period_s": quiet_period_s, "poll_interval_s": 0.2},
+            dicom={"port": free_port(), "listener_processes": listener_processes},
+            assembly={"quiet_period_s": quiet_period_s, "poll_interval_s": assembly_poll_s},
             queue={"router_poll_interval_s": 3600, "broker_url": "redis://127.0.0.1:1/0"},
             web={"session_cookie_secure": False},
             routing={"rules": rules or RULES},
