@@ -54,6 +54,11 @@ from workers.jobs.shadow_compare import compare_ready_pairs
 from workers.prefetch.cache import SeriesCache, sweep
 
 LOGGER = logging.getLogger(__name__)
+# How long a job waits for its deliveries that another deliverer (the gateway's delivery
+# loop) claimed just before it: they are answered in moments, and the claim's lease (minutes)
+# would otherwise set the job's retry, leaving it "results built" long after the PACS has
+# its results.
+IN_FLIGHT_WAIT_S = 10.0
 
 
 @runtime_checkable
@@ -79,6 +84,18 @@ class JobOutcome:
     recheck_in_s: float | None = None
     """Another runner holds the job's lease: look again once it expires (its holder may
     have died). A new message, not a retry: waiting on a live runner uses no attempts."""
+
+
+def _in_flight(rows: list[Any]) -> bool:
+    """Some delivery is pending, none has failed an attempt yet, and none is due: another
+    deliverer claimed it after this job's own pass (a failed attempt waits its backoff)."""
+    pending = [r for r in rows if r.state == DeliveryState.PENDING]
+    now = utcnow()
+    return (
+        bool(pending)
+        and not any(r.state == DeliveryState.FAILED for r in rows)
+        and all(r.last_error is None and _aware(r.next_attempt_at) > now for r in pending)
+    )
 
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
@@ -454,18 +471,11 @@ class JobRunner:
         started = time.perf_counter()
         if job.destinations:
             Deliverer(self.settings, self.engine).deliver_due(job.study_instance_uid)
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(
-                    Delivery.destination,
-                    Delivery.state,
-                    Delivery.last_error,
-                    Delivery.next_attempt_at,
-                ).where(
-                    Delivery.sop_instance_uid.in_([r.sop_instance_uid for r in stored]),
-                    Delivery.destination.in_(job.destinations),
-                )
-            ).all()
+        rows = self._deliveries(job.destinations, stored)
+        in_flight_until = time.monotonic() + IN_FLIGHT_WAIT_S
+        while _in_flight(rows) and time.monotonic() < in_flight_until:
+            time.sleep(0.1)
+            rows = self._deliveries(job.destinations, stored)
         delivery_s = round(time.perf_counter() - started, 3)
         failed = [r for r in rows if r.state == DeliveryState.FAILED]
         pending = [r for r in rows if r.state == DeliveryState.PENDING]
@@ -494,6 +504,22 @@ class JobRunner:
             last_error=None,
         )
         return JobOutcome(JobState.DELIVERED)
+
+    def _deliveries(self, destinations: list[str], stored: list[StoredResult]) -> list[Any]:
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    select(
+                        Delivery.destination,
+                        Delivery.state,
+                        Delivery.last_error,
+                        Delivery.next_attempt_at,
+                    ).where(
+                        Delivery.sop_instance_uid.in_([r.sop_instance_uid for r in stored]),
+                        Delivery.destination.in_(destinations),
+                    )
+                ).all()
+            )
 
     def _shadow_stored(self, job_id: int, stored: list[StoredResult]) -> JobOutcome:
         """A shadow job ends once its results are stored: nothing is sent anywhere."""
