@@ -1,8 +1,8 @@
 """Seconds to put a 100-slice 512x512 CT on both models' grids (`to_grid` with the
 lung_nodules pipeline's U-Net and CNN preprocessing): `resample_slices` as it is (about
-1 MiB of source per step) against the whole-volume formula it replaced (kept here as the
-reference). Both alternated in the same process, so that a neighbour's load hits both alike;
-the values are checked equal bit for bit each round.
+1 MiB of source per step) against the whole-volume formula it replaced (the reference in
+tests/inference/test_resample.py). Both alternated in the same process, so that a
+neighbour's load hits both alike; the values are checked equal bit for bit each round.
 
     .venv/bin/python bench/pipeline/micro_grids.py [--rounds 5]
 
@@ -28,32 +28,11 @@ from numpy.typing import NDArray  # noqa: E402
 
 from gateway.pipelines.description import Preprocess  # noqa: E402
 from gateway.pipelines.lung_nodules import pipeline  # noqa: E402
+from tests.inference.test_resample import whole_volume  # noqa: E402
 from workers.inference import declared  # noqa: E402
-from workers.inference.preprocess import _axis_map, resample_slices  # noqa: E402
+from workers.inference.preprocess import resample_slices  # noqa: E402
 
 PIXEL_SPACING = (0.7, 0.7)
-
-
-def whole_volume(
-    slices: NDArray[np.floating],
-    src: tuple[float, float],
-    dst: tuple[float, float],
-    shape: tuple[int, int],
-    fill: float,
-) -> NDArray[np.float32]:
-    """The formula before the steps: every temporary as large as the volume."""
-    r0, r1, wr, vr = _axis_map(slices.shape[-2], src[0], shape[0], dst[0])
-    c0, c1, wc, vc = _axis_map(slices.shape[-1], src[1], shape[1], dst[1])
-    a = slices[..., r0, :]
-    b = slices[..., r1, :]
-    rows = a + (b - a) * wr[:, None]
-    a = rows[..., c0]
-    b = rows[..., c1]
-    out = (a + (b - a) * wc).astype(np.float32, copy=False)
-    outside = ~(vr[:, None] & vc[None, :])
-    if outside.any():
-        out[..., outside] = fill
-    return out
 
 
 def grids(volume: NDArray[np.float32], presets: list[Preprocess]) -> list[NDArray[np.float32]]:
